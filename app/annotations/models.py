@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, utcnow
+from app.core.enums import LabelSource, str_enum
+
+_ACTIVE_HUMAN = "source = 'human' AND retracted_at IS NULL"
+
+
+class Annotation(Base):
+    """One crowd label. Rows are never updated in place: an undo sets ``retracted_at``.
+
+    The item's label is derived from its active annotations (see ``app.annotations.votes``).
+    """
+
+    __tablename__ = "annotation"
+    __table_args__ = (
+        UniqueConstraint("annotator_id", "idempotency_key"),
+        # One live human label per annotator and item, enforced by the database itself.
+        Index(
+            "uq_annotation_item_annotator_human",
+            "item_id",
+            "annotator_id",
+            unique=True,
+            sqlite_where=text(_ACTIVE_HUMAN),
+            postgresql_where=text(_ACTIVE_HUMAN),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id"), index=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"), index=True)
+    class_index: Mapped[int]
+    source: Mapped[LabelSource] = mapped_column(str_enum(LabelSource, "label_source"))
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycle.id"), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retracted_at: Mapped[datetime | None]

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from app.annotations.models import Annotation
+from app.core.enums import LabelSource
+
+
+def by_idempotency_key(db: Session, annotator_id: int, key: str) -> Annotation | None:
+    return db.scalar(
+        select(Annotation).where(
+            Annotation.annotator_id == annotator_id, Annotation.idempotency_key == key
+        )
+    )
+
+
+def live_human_label(db: Session, item_id: int, annotator_id: int) -> Annotation | None:
+    return db.scalar(
+        select(Annotation).where(
+            Annotation.item_id == item_id,
+            Annotation.annotator_id == annotator_id,
+            Annotation.source == LabelSource.human,
+            Annotation.retracted_at.is_(None),
+        )
+    )
+
+
+def existing_keys(db: Session, annotator_ids: set[int], keys: set[str]) -> set[tuple[int, str]]:
+    if not keys:
+        return set()
+    found: set[tuple[int, str]] = set()
+    key_list = sorted(keys)
+    for start in range(0, len(key_list), 500):
+        stmt = select(Annotation.annotator_id, Annotation.idempotency_key).where(
+            Annotation.annotator_id.in_(annotator_ids),
+            Annotation.idempotency_key.in_(key_list[start : start + 500]),
+        )
+        found.update((a, str(k)) for a, k in db.execute(stmt))
+    return found
+
+
+def page_for_project(
+    db: Session, project_id: int, *, after_id: int, limit: int, item_id: int | None = None
+) -> list[Annotation]:
+    stmt: Select[Annotation] = select(Annotation).where(
+        Annotation.project_id == project_id, Annotation.id > after_id
+    )
+    if item_id is not None:
+        stmt = stmt.where(Annotation.item_id == item_id)
+    return list(db.scalars(stmt.order_by(Annotation.id).limit(limit)))
+
+
+def live_votes(db: Session, item_id: int) -> list[int]:
+    stmt = select(Annotation.class_index).where(
+        Annotation.item_id == item_id, Annotation.retracted_at.is_(None)
+    )
+    return list(db.scalars(stmt))

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import TypeAdapter, ValidationError
+
+from app.annotations import repository, service
+from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResult, ImportRow
+from app.core.errors import BadRequest, DomainError, Unprocessable
+from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.deps import CurrentUser, DbSession, Engineer, SettingsDep
+from app.items.service import get_item
+from app.projects import service as projects
+
+router = APIRouter(tags=["annotations"])
+_rows = TypeAdapter(list[ImportRow])
+
+
+async def _raw_body(request: Request) -> bytes:
+    # Read in the event loop so that the route itself can stay synchronous (DB work in a thread).
+    return await request.body()
+
+
+@router.post(
+    "/items/{item_id}/annotations",
+    response_model=AnnotationOut,
+    status_code=201,
+    responses={200: {"model": AnnotationOut, "description": "Replay of an idempotency key."}},
+)
+def submit_annotation(
+    item_id: int, body: AnnotationCreate, db: DbSession, actor: CurrentUser, response: Response
+) -> AnnotationOut:
+    item = get_item(db, item_id)
+    project = projects.get_visible(db, actor, item.project_id)
+    result = service.submit(db, actor, project, item, body)
+    if result.replayed:
+        response.status_code = 200
+    return AnnotationOut.model_validate(result.annotation)
+
+
+@router.get("/projects/{project_id}/annotations", response_model=Page[AnnotationOut])
+def list_annotations(
+    project_id: int,
+    db: DbSession,
+    actor: Engineer,
+    settings: SettingsDep,
+    item_id: int | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+) -> Page[AnnotationOut]:
+    projects.get_for_engineer(db, actor, project_id)
+    if limit > settings.max_page_size:
+        raise DomainError(f"limit must be at most {settings.max_page_size}", code="page_too_large")
+    rows = repository.page_for_project(
+        db, project_id, after_id=decode_cursor(cursor), limit=limit, item_id=item_id
+    )
+    return Page[AnnotationOut](
+        items=[AnnotationOut.model_validate(r) for r in rows],
+        next_cursor=encode_cursor(rows[-1].id) if len(rows) == limit else None,
+    )
+
+
+@router.post(
+    "/projects/{project_id}/annotations:import",
+    response_model=ImportResult,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+            "required": True,
+        }
+    },
+)
+def import_annotations(
+    project_id: int,
+    raw: Annotated[bytes, Depends(_raw_body)],
+    request: Request,
+    db: DbSession,
+    actor: Engineer,
+) -> ImportResult:
+    """Rows of `external_id, annotator, class_index | class_name`, as JSON or CSV."""
+    project = projects.get_for_engineer(db, actor, project_id)
+    rows = _parse_rows(raw, request.headers.get("content-type", ""))
+    return service.import_rows(db, project, rows)
+
+
+def _parse_rows(raw: bytes, content_type: str) -> list[ImportRow]:
+    try:
+        if content_type.startswith("text/csv"):
+            reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+            data: object = [
+                {k: (v if v != "" else None) for k, v in row.items() if k} for row in reader
+            ]
+            for row in data:  # type: ignore[attr-defined]
+                if row.get("class_index") is not None:
+                    row["class_index"] = int(row["class_index"])
+        else:
+            data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, csv.Error) as exc:
+        raise BadRequest(f"could not parse the import body: {exc}", code="malformed_body") from exc
+    try:
+        return _rows.validate_python(data)
+    except ValidationError as exc:
+        raise Unprocessable(
+            "import rows are invalid", code="invalid_rows", detail=exc.errors(include_url=False)
+        ) from exc

@@ -1,0 +1,132 @@
+"""Submitting and importing crowd labels.
+
+A resent submission with the same idempotency key returns the stored label (so a client
+retrying after a network error never labels twice); a second, different label for the same
+item by the same annotator is a conflict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.annotations import repository
+from app.annotations.models import Annotation
+from app.annotations.schemas import AnnotationCreate, ImportResult, ImportRow
+from app.auth import repository as annotators
+from app.auth.models import Annotator
+from app.auth.service import get_or_create_importer
+from app.core.enums import LabelSource, Split
+from app.core.errors import Conflict, Unprocessable
+from app.items import repository as items
+from app.items.models import Item
+from app.projects.models import Project
+
+
+@dataclass(frozen=True)
+class Submitted:
+    annotation: Annotation
+    replayed: bool
+
+
+def submit(
+    db: Session, actor: Annotator, project: Project, item: Item, body: AnnotationCreate
+) -> Submitted:
+    check_class(project, body.class_index)
+    if body.idempotency_key is not None:
+        earlier = repository.by_idempotency_key(db, actor.id, body.idempotency_key)
+        if earlier is not None:
+            if earlier.item_id != item.id or earlier.class_index != body.class_index:
+                raise Conflict(
+                    "this idempotency key was already used for a different label",
+                    code="idempotency_key_reused",
+                )
+            return Submitted(earlier, replayed=True)
+    if item.split is Split.test:
+        raise Conflict("test items are labelled by import, not in the queue", code="test_item")
+    if repository.live_human_label(db, item.id, actor.id) is not None:
+        raise Conflict(f"you already labelled item {item.id}", code="already_labelled")
+    annotation = Annotation(
+        item_id=item.id,
+        project_id=project.id,
+        annotator_id=actor.id,
+        class_index=body.class_index,
+        source=LabelSource.human,
+        idempotency_key=body.idempotency_key,
+    )
+    db.add(annotation)
+    try:
+        db.flush()
+    except IntegrityError as exc:  # a concurrent request won the race for the same slot
+        raise Conflict(f"you already labelled item {item.id}", code="already_labelled") from exc
+    return Submitted(annotation, replayed=False)
+
+
+def check_class(project: Project, class_index: int) -> None:
+    if not 0 <= class_index < len(project.classes):
+        raise Unprocessable(
+            f"class_index {class_index} is out of range: this project has "
+            f"{len(project.classes)} classes (0–{len(project.classes) - 1})",
+            code="wrong_class",
+        )
+
+
+def import_rows(db: Session, project: Project, rows: list[ImportRow]) -> ImportResult:
+    """All rows or none. Each (annotator, item) pair is imported once; repeats are skipped,
+    so re-uploading the same file is harmless."""
+    if not rows:
+        raise Unprocessable("no rows to import", code="empty_import")
+    found = items.by_external_ids(db, project.id, sorted({r.external_id for r in rows}))
+    class_of = {name: k for k, name in enumerate(project.classes)}
+    resolved: list[tuple[Item, str, int]] = []
+    for n, row in enumerate(rows, start=1):
+        item = found.get(row.external_id)
+        if item is None:
+            raise Unprocessable(f"row {n}: unknown item {row.external_id!r}", code="unknown_item")
+        resolved.append((item, row.annotator, _class_of_row(project, class_of, row, n)))
+
+    before = {a.name for a in annotators.list_annotators(db)}
+    people = {name: get_or_create_importer(db, name) for name in sorted({r[1] for r in resolved})}
+    keys = {f"import:{item.id}" for item, _, _ in resolved}
+    taken = repository.existing_keys(db, {a.id for a in people.values()}, keys)
+    created = skipped = 0
+    for item, name, class_index in resolved:
+        key = (people[name].id, f"import:{item.id}")
+        if key in taken:
+            skipped += 1
+            continue
+        taken.add(key)
+        db.add(
+            Annotation(
+                item_id=item.id,
+                project_id=project.id,
+                annotator_id=key[0],
+                class_index=class_index,
+                source=LabelSource.import_,
+                idempotency_key=key[1],
+            )
+        )
+        created += 1
+    db.flush()
+    return ImportResult(
+        created=created,
+        skipped_duplicates=skipped,
+        annotators_created=len(set(people) - before),
+    )
+
+
+def _class_of_row(project: Project, class_of: dict[str, int], row: ImportRow, n: int) -> int:
+    if (row.class_index is None) == (row.class_name is None):
+        raise Unprocessable(f"row {n}: give class_index or class_name", code="bad_row")
+    if row.class_name is not None:
+        if row.class_name not in class_of:
+            raise Unprocessable(f"row {n}: unknown class {row.class_name!r}", code="wrong_class")
+        return class_of[row.class_name]
+    assert row.class_index is not None
+    try:
+        check_class(project, row.class_index)
+    except Unprocessable as exc:
+        raise Unprocessable(f"row {n}: {exc.message}", code="wrong_class") from exc
+    return row.class_index

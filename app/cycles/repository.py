@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.core.enums import CycleState
+from app.cycles.models import Cycle
+from app.queue.models import QueueEntry
+
+ACTIVE = (CycleState.created, CycleState.training, CycleState.scoring)
+
+
+def for_project(db: Session, project_id: int) -> list[Cycle]:
+    return list(
+        db.scalars(select(Cycle).where(Cycle.project_id == project_id).order_by(Cycle.number))
+    )
+
+
+def active(db: Session, project_id: int) -> Cycle | None:
+    stmt = select(Cycle).where(Cycle.project_id == project_id, Cycle.state.in_(ACTIVE))
+    return db.scalar(stmt)
+
+
+def next_number(db: Session, project_id: int) -> int:
+    last = db.scalar(select(func.max(Cycle.number)).where(Cycle.project_id == project_id))
+    return (last or 0) + 1
+
+
+def queue_of(db: Session, cycle_id: int) -> list[QueueEntry]:
+    stmt = select(QueueEntry).where(QueueEntry.cycle_id == cycle_id).order_by(QueueEntry.rank)
+    return list(db.scalars(stmt))

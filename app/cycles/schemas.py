@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.enums import CycleState, ProjectKind
+
+
+class CycleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str | None = Field(None, description="Default: the project's strategy.")
+    params: dict[str, Any] | None = Field(None, description="Default: the project's params.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Default: project seed + n.")
+    batch_size: int | None = Field(None, ge=1, le=100_000)
+
+
+class CycleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    project_id: int
+    number: int
+    kind: ProjectKind
+    state: CycleState
+    strategy: str
+    params: dict[str, Any]
+    seed: int
+    batch_size: int
+    labelled_set_hash: str | None
+    checkpoint_sha256: str | None
+    scores_sha256: str | None
+    metrics: dict[str, Any]
+    timings: dict[str, Any]
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class QueueEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    cycle_id: int
+    item_id: int
+    rank: int
+    score: float | None
+    labels_wanted: int
+    state: str

@@ -1,0 +1,90 @@
+"""Starting, retrying and cancelling cycles. The work itself runs in the worker."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.auth.models import Annotator
+from app.core.db import utcnow
+from app.core.enums import CycleState, QueueState
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.tasks import send_after_commit
+from app.cycles import repository
+from app.cycles.models import Cycle
+from app.cycles.schemas import CycleCreate
+from app.projects.models import Project
+from app.projects.schemas import check_strategy
+
+RUN_CYCLE_TASK = "annoloop.cycles.run"
+TRAIN_QUEUE = "train"
+
+
+def start(db: Session, actor: Annotator, project: Project, body: CycleCreate) -> Cycle:
+    strategy = body.strategy or project.strategy
+    try:
+        check_strategy(project.kind, strategy)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), code="unknown_strategy") from exc
+    running = repository.active(db, project.id)
+    if running is not None:
+        raise Conflict(
+            f"cycle {running.number} is still {running.state.value}; wait or cancel it",
+            code="cycle_running",
+        )
+    number = repository.next_number(db, project.id)
+    params = body.params if body.params is not None else dict(project.strategy_params)
+    cycle = Cycle(
+        project_id=project.id,
+        number=number,
+        kind=project.kind,
+        state=CycleState.created,
+        strategy=strategy,
+        params=params,
+        seed=body.seed if body.seed is not None else project.seed + number,
+        batch_size=body.batch_size or project.batch_size,
+        metrics={},
+        timings={},
+        created_by_id=actor.id,
+    )
+    db.add(cycle)
+    try:
+        db.flush()
+    except IntegrityError as exc:  # two starts raced for the same number
+        raise Conflict("another cycle was started at the same time", code="cycle_running") from exc
+    send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
+    return cycle
+
+
+def get(db: Session, project: Project, cycle_id: int) -> Cycle:
+    cycle = db.get(Cycle, cycle_id)
+    if cycle is None or cycle.project_id != project.id:
+        raise NotFound(f"cycle {cycle_id} not found in project {project.id}")
+    return cycle
+
+
+def retry(db: Session, cycle: Cycle) -> Cycle:
+    """A failed cycle (or one whose task never reached the broker) goes back to the worker."""
+    if cycle.state not in (CycleState.failed, CycleState.created):
+        raise Conflict(f"cycle is {cycle.state.value}; only failed cycles are retried")
+    running = repository.active(db, cycle.project_id)
+    if running is not None and running.id != cycle.id:
+        raise Conflict(f"cycle {running.number} is running", code="cycle_running")
+    cycle.state = CycleState.created
+    cycle.error = None
+    cycle.finished_at = None
+    db.flush()
+    send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
+    return cycle
+
+
+def cancel(db: Session, cycle: Cycle) -> Cycle:
+    if cycle.state in (CycleState.completed, CycleState.failed, CycleState.cancelled):
+        raise Conflict(f"cycle is already {cycle.state.value}")
+    cycle.state = CycleState.cancelled
+    cycle.finished_at = utcnow()
+    for entry in repository.queue_of(db, cycle.id):
+        if entry.state is QueueState.open:
+            entry.state = QueueState.cancelled
+    db.flush()
+    return cycle

@@ -1,0 +1,21 @@
+"""Strategy names the API accepts, kept here so the API process never imports torch.
+
+A test checks these against the worker's registry (``worker.ml.strategies``).
+"""
+
+ACQUISITION_STRATEGIES = frozenset(
+    {
+        "random",
+        "least_confidence",
+        "margin",
+        "entropy",
+        "bald",
+        "coreset",
+        "badge",
+        "noise_stability",
+        "expected_gradnorm",
+        "entropy_gradnorm",
+        "dispersion",
+    }
+)
+CLEANING_STRATEGIES = frozenset({"ce_minus_entropy", "joint", "random"})

@@ -1,0 +1,22 @@
+"""Every mapped class, imported once so that Alembic and the mappers see the whole schema."""
+
+from app.annotations.models import Annotation
+from app.auth.models import Annotator, ApiToken
+from app.core.db import Base
+from app.cycles.models import Cycle
+from app.items.models import Item
+from app.projects.models import Project, ProjectMember
+from app.queue.models import Lease, QueueEntry
+
+__all__ = [
+    "Annotation",
+    "Annotator",
+    "ApiToken",
+    "Base",
+    "Cycle",
+    "Item",
+    "Lease",
+    "Project",
+    "ProjectMember",
+    "QueueEntry",
+]

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+    broker: Literal["ok", "unavailable"]
+
+
+def _database_ok(request: Request) -> bool:
+    try:
+        with request.app.state.session_factory() as session:
+            session.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        log.warning("health: database unreachable", exc_info=True)
+        return False
+
+
+def _broker_ok(request: Request) -> bool:
+    try:
+        with request.app.state.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        log.warning("health: broker unreachable", exc_info=True)
+        return False
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Database or broker unreachable."}},
+)
+def healthz(request: Request) -> JSONResponse:
+    db, broker = _database_ok(request), _broker_ok(request)
+    body = Health(
+        status="ok" if db and broker else "unavailable",
+        database="ok" if db else "unavailable",
+        broker="ok" if broker else "unavailable",
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if db and broker else 503)

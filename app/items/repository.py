@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, exists, select
+from sqlalchemy.orm import Session
+
+from app.annotations.models import Annotation
+from app.core.enums import Split
+from app.items.models import Item
+
+_CHUNK = 500  # stays under every backend's bound-parameter limit
+
+
+def existing_external_ids(db: Session, project_id: int, external_ids: Iterable[str]) -> set[str]:
+    wanted = list(external_ids)
+    found: set[str] = set()
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        stmt = select(Item.external_id).where(
+            Item.project_id == project_id, Item.external_id.in_(chunk)
+        )
+        found.update(db.scalars(stmt))
+    return found
+
+
+def _has_live_label() -> Any:
+    return exists().where(Annotation.item_id == Item.id, Annotation.retracted_at.is_(None))
+
+
+def page(
+    db: Session,
+    project_id: int,
+    *,
+    after_id: int,
+    limit: int,
+    split: Split | None = None,
+    labelled: bool | None = None,
+) -> list[Item]:
+    stmt: Select[Item] = select(Item).where(Item.project_id == project_id, Item.id > after_id)
+    if split is not None:
+        stmt = stmt.where(Item.split == split)
+    if labelled is not None:
+        stmt = stmt.where(_has_live_label() if labelled else ~_has_live_label())
+    return list(db.scalars(stmt.order_by(Item.id).limit(limit)))
+
+
+def by_external_ids(db: Session, project_id: int, external_ids: list[str]) -> dict[str, Item]:
+    out: dict[str, Item] = {}
+    for start in range(0, len(external_ids), _CHUNK):
+        chunk = external_ids[start : start + _CHUNK]
+        stmt = select(Item).where(Item.project_id == project_id, Item.external_id.in_(chunk))
+        out.update((item.external_id, item) for item in db.scalars(stmt))
+    return out

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+
+from app.core.enums import Role, Split
+from app.core.errors import DomainError, PayloadTooLarge
+from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.deps import Blobs, CurrentUser, DbSession, Engineer, SettingsDep
+from app.items import repository, service
+from app.items.bulk import prepare_npz, prepare_zip, sniff_archive
+from app.items.media import MediaError, MediaLimits, prepare_image
+from app.items.schemas import BulkResult, ItemOut
+from app.projects import service as projects
+from app.projects.service import get_for_engineer
+
+router = APIRouter(tags=["items"])
+
+
+def _limits(settings: SettingsDep) -> MediaLimits:
+    return MediaLimits(
+        max_upload_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_pixels,
+        max_bulk_bytes=settings.max_bulk_bytes,
+    )
+
+
+def _media_error(exc: MediaError) -> DomainError:
+    err = DomainError(str(exc), code=exc.code)
+    err.status_code = exc.status
+    return err
+
+
+@router.post("/projects/{project_id}/items", response_model=ItemOut, status_code=201)
+def upload_item(
+    project_id: int,
+    db: DbSession,
+    actor: Engineer,
+    blobs: Blobs,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="A PNG or JPEG image.")],
+    split: Annotated[Split, Form()] = Split.pool,
+    external_id: Annotated[str | None, Form(max_length=255)] = None,
+) -> ItemOut:
+    project = get_for_engineer(db, actor, project_id)
+    data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise PayloadTooLarge(f"image is larger than {settings.max_upload_bytes} bytes")
+    try:
+        prepared = prepare_image(
+            data, limits=_limits(settings), filename=file.filename, external_id=external_id
+        )
+    except MediaError as exc:
+        raise _media_error(exc) from exc
+    (item,) = service.add_items(db, blobs, project, [prepared], split)
+    return ItemOut.model_validate(item)
+
+
+@router.post("/projects/{project_id}/items:bulk", response_model=BulkResult, status_code=201)
+def upload_bulk(
+    project_id: int,
+    db: DbSession,
+    actor: Engineer,
+    blobs: Blobs,
+    settings: SettingsDep,
+    archive: Annotated[
+        UploadFile,
+        File(description="A zip of PNG/JPEG images, or an .npz with `images` or `features`."),
+    ],
+    manifest: Annotated[
+        UploadFile | None,
+        File(description="Optional CSV for a zip: filename,external_id,split."),
+    ] = None,
+    split: Annotated[Split, Form(description="Split for rows that name none.")] = Split.pool,
+) -> BulkResult:
+    project = get_for_engineer(db, actor, project_id)
+    limits = _limits(settings)
+    fh = archive.file
+    head = fh.read(4096)
+    fh.seek(0)
+    try:
+        kind = sniff_archive(head)
+        if kind == "npz":
+            prepared = list(prepare_npz(fh, limits=limits))
+        elif kind == "zip":
+            prepared = list(
+                prepare_zip(fh, csv_file=manifest.file if manifest else None, limits=limits)
+            )
+        else:
+            raise MediaError("unsupported_archive", "upload a .zip of images or an .npz")
+    except MediaError as exc:
+        raise _media_error(exc) from exc
+    return service.summarise(service.add_items(db, blobs, project, prepared, split))
+
+
+@router.get("/projects/{project_id}/items", response_model=Page[ItemOut])
+def list_items(
+    project_id: int,
+    db: DbSession,
+    actor: Engineer,
+    settings: SettingsDep,
+    split: Split | None = None,
+    labelled: bool | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1)] = 100,
+) -> Page[ItemOut]:
+    get_for_engineer(db, actor, project_id)
+    if limit > settings.max_page_size:
+        raise DomainError(f"limit must be at most {settings.max_page_size}", code="page_too_large")
+    rows = repository.page(
+        db, project_id, after_id=decode_cursor(cursor), limit=limit, split=split, labelled=labelled
+    )
+    next_cursor = encode_cursor(rows[-1].id) if len(rows) == limit else None
+    return Page[ItemOut](items=[ItemOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/items/{item_id}", response_model=ItemOut)
+def get_item(item_id: int, db: DbSession, actor: CurrentUser) -> ItemOut:
+    item = service.get_item(db, item_id)
+    projects.get_visible(db, actor, item.project_id)
+    if actor.role is Role.annotator and item.split is Split.test:
+        projects.get_for_engineer(db, actor, item.project_id)
+    return ItemOut.model_validate(item)
+
+
+@router.get(
+    "/items/{item_id}/payload",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
+)
+def get_payload(item_id: int, db: DbSession, actor: CurrentUser, blobs: Blobs) -> FileResponse:
+    item = service.get_item(db, item_id)
+    projects.get_visible(db, actor, item.project_id)
+    return FileResponse(
+        blobs.path(item.blob_sha256),
+        media_type=item.media_type,
+        headers={
+            "ETag": f'"{item.blob_sha256}"',
+            # Content-addressed: the bytes behind an item never change.
+            "Cache-Control": "private, max-age=31536000, immutable",
+        },
+    )

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.core.enums import Split
+
+
+class ItemOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    project_id: int
+    split: Split
+    external_id: str
+    blob_sha256: str
+    media_type: str
+    width: int
+    height: int
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+class BulkResult(BaseModel):
+    created: int
+    first_id: int | None
+    last_id: int | None
+    splits: dict[str, int]

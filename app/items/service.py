@@ -1,0 +1,101 @@
+"""Adding items: payloads go to the blob store, rows to the database, all or nothing.
+
+Blobs are written before the transaction commits; if it then rolls back, the blobs stay
+as unreferenced content-addressed files, which is harmless (same content, same name).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from app.core.blobs import BlobStore
+from app.core.enums import Split
+from app.core.errors import Conflict, NotFound, Unprocessable
+from app.items import repository
+from app.items.media import PreparedItem
+from app.items.models import Item
+from app.items.schemas import BulkResult
+from app.projects.models import Project
+
+
+def add_items(
+    db: Session,
+    blobs: BlobStore,
+    project: Project,
+    prepared: Sequence[PreparedItem],
+    default_split: Split,
+) -> list[Item]:
+    _check_kind_fits_model(project, prepared)
+    rows: list[Item] = []
+    seen: set[str] = set()
+    for p in prepared:
+        payload_sha = blobs.put(p.payload)
+        external_id = p.external_id or payload_sha[:20]
+        if external_id in seen:
+            raise Conflict(
+                f"external id {external_id!r} appears twice in this upload",
+                code="duplicate_external_id",
+            )
+        seen.add(external_id)
+        split = Split(p.split) if p.split else default_split
+        rows.append(
+            Item(
+                project_id=project.id,
+                split=split,
+                blob_sha256=payload_sha,
+                media_type=p.media_type,
+                width=p.width,
+                height=p.height,
+                external_id=external_id,
+                meta=dict(p.meta),
+            )
+        )
+    clash = repository.existing_external_ids(db, project.id, seen)
+    if clash:
+        shown = sorted(clash)[:10]
+        raise Conflict(
+            f"{len(clash)} external id(s) already exist in this project, e.g. {shown}",
+            code="duplicate_external_id",
+            detail={"existing": shown},
+        )
+    db.add_all(rows)
+    db.flush()
+    return rows
+
+
+def summarise(rows: Sequence[Item]) -> BulkResult:
+    return BulkResult(
+        created=len(rows),
+        first_id=rows[0].id if rows else None,
+        last_id=rows[-1].id if rows else None,
+        splits=dict(Counter(r.split.value for r in rows)),
+    )
+
+
+def _check_kind_fits_model(project: Project, prepared: Sequence[PreparedItem]) -> None:
+    """Feature vectors go with the MLP, images with the CNNs; mixing them cannot train."""
+    wants_features = project.model_spec.get("name") == "mlp"
+    dim = project.model_spec.get("input_shape", [0])[0]
+    for p in prepared:
+        is_features = p.media_type == "application/x-float32"
+        if is_features != wants_features:
+            what = "feature vectors" if wants_features else "images"
+            raise Unprocessable(
+                f"this project's model ({project.model_spec.get('name')}) takes {what}",
+                code="wrong_media_for_model",
+            )
+        if is_features and p.width != dim:
+            raise Unprocessable(
+                f"feature vectors have {p.width} dimensions; the model takes {dim}",
+                code="wrong_feature_dim",
+            )
+
+
+def get_item(db: Session, item_id: int) -> Item:
+    item = db.get(Item, item_id)
+    if item is None:
+        raise NotFound(f"item {item_id} not found")
+    return item

@@ -1,0 +1,84 @@
+"""The FastAPI application: routers under ``/api/v1``, health, the frontend's static files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import Scope
+
+import app.db_models  # noqa: F401  (registers every mapper before the first query)
+from app import errors_http
+from app.annotations.router import router as annotations_router
+from app.auth.router import router as auth_router
+from app.core.blobs import BlobStore
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine, make_session_factory
+from app.core.limits import BodySizeLimit
+from app.core.tasks import CelerySender, TaskSender
+from app.cycles.router import router as cycles_router
+from app.health.router import router as health_router
+from app.items.router import router as items_router
+from app.projects.router import router as projects_router
+
+API_PREFIX = "/api/v1"
+FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+    task_sender: TaskSender | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    settings.ensure_dirs()
+    from worker.celery_app import create_celery  # no torch: the worker's tasks load lazily
+
+    celery = create_celery(settings)
+    engine = engine or make_engine(settings.database_url)
+    app = FastAPI(
+        title="annoloop",
+        version="0.1.0",
+        description="Deep active learning with people in the loop.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory or make_session_factory(engine)
+    app.state.blobs = BlobStore(settings.blobs)
+    app.state.celery = celery
+    app.state.task_sender = task_sender or CelerySender(celery)
+
+    errors_http.install(app)
+    app.include_router(health_router)
+    for router in (
+        auth_router,
+        projects_router,
+        items_router,
+        annotations_router,
+        cycles_router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    if FRONTEND_DIR.is_dir():
+        app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))
+    return app
+
+
+def _limit_for(settings: Settings) -> Any:
+    def limit(scope: Scope) -> int:
+        path: str = scope.get("path", "")
+        if path.endswith(":bulk"):
+            return settings.max_bulk_bytes
+        if path.endswith("/items"):
+            return settings.max_upload_bytes + 64 * 1024  # multipart framing
+        return settings.max_json_bytes
+
+    return limit

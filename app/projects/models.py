@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import Base, utcnow
+from app.core.enums import ProjectKind, str_enum
+
+
+class Project(Base):
+    __tablename__ = "project"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[ProjectKind] = mapped_column(str_enum(ProjectKind, "project_kind"))
+    # Class names in index order: annotations store the index, so the order is part of the data.
+    classes: Mapped[list[Any]]
+    model_spec: Mapped[dict[str, Any]]
+    strategy: Mapped[str] = mapped_column(String(50))
+    strategy_params: Mapped[dict[str, Any]]
+    labels_per_item: Mapped[int] = mapped_column(default=1)
+    label_budget: Mapped[int | None]
+    batch_size: Mapped[int]
+    relabel_budget: Mapped[int | None]
+    finetune_every: Mapped[int | None]
+    auto_advance: Mapped[bool] = mapped_column(default=False)
+    seed: Mapped[int] = mapped_column(default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ProjectMember(Base):
+    """Who may work on a project; admins see every project without a membership."""
+
+    __tablename__ = "project_member"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(
+        ForeignKey("annotator.id"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.core.enums import ProjectKind
+from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
+
+ClassName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class ModelSpecIn(BaseModel):
+    """Which network the worker trains; ``num_classes`` comes from the project's classes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["small_cnn", "resnet18", "mlp"]
+    input_shape: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=3)
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape_fits_model(self) -> ModelSpecIn:
+        expected = {"small_cnn": 3, "resnet18": 3, "mlp": 1}[self.name]
+        if len(self.input_shape) != expected:
+            raise ValueError(f"{self.name} takes an input_shape of {expected} dimension(s)")
+        if self.name == "resnet18" and self.input_shape[0] != 3:
+            raise ValueError("resnet18 takes colour images: input_shape (3, H, W)")
+        if self.name == "small_cnn" and self.input_shape != [1, 28, 28]:
+            raise ValueError("small_cnn takes 28×28 grey images: input_shape (1, 28, 28)")
+        return self
+
+
+class _ProjectSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy_params: dict[str, Any] | None = None
+    labels_per_item: int | None = Field(None, ge=1, le=100)
+    label_budget: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1, le=100_000)
+    relabel_budget: int | None = Field(None, ge=0)
+    finetune_every: int | None = Field(None, ge=1)
+    auto_advance: bool | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+
+
+class ProjectCreate(_ProjectSettings):
+    name: str = Field(min_length=1, max_length=200)
+    kind: ProjectKind = ProjectKind.acquire
+    classes: list[ClassName] = Field(min_length=2, max_length=1000)
+    model_spec: ModelSpecIn
+    strategy: str = "entropy"
+    labels_per_item: int | None = Field(1, ge=1, le=100)
+    batch_size: int | None = Field(100, ge=1, le=100_000)
+    auto_advance: bool | None = False
+    seed: int | None = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, classes: list[str]) -> list[str]:
+        if len(set(classes)) != len(classes):
+            raise ValueError("class names must be unique")
+        return classes
+
+    @model_validator(mode="after")
+    def _strategy_fits_kind(self) -> ProjectCreate:
+        check_strategy(self.kind, self.strategy)
+        return self
+
+
+class ProjectUpdate(_ProjectSettings):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    strategy: str | None = None
+
+
+def check_strategy(kind: ProjectKind, strategy: str) -> None:
+    names = ACQUISITION_STRATEGIES if kind is ProjectKind.acquire else CLEANING_STRATEGIES
+    if strategy not in names:
+        raise ValueError(f"unknown {kind.value} strategy {strategy!r}; choose from {sorted(names)}")
+
+
+class ProjectOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: ProjectKind
+    classes: list[str]
+    model_spec: dict[str, Any]
+    strategy: str
+    strategy_params: dict[str, Any]
+    labels_per_item: int
+    label_budget: int | None
+    batch_size: int
+    relabel_budget: int | None
+    finetune_every: int | None
+    auto_advance: bool
+    seed: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberAdd(BaseModel):
+    annotator_id: int

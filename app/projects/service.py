@@ -1,0 +1,101 @@
+"""Projects and who may see them.
+
+Admins see every project; engineers and annotators see the projects they are members of
+(creating a project makes its creator a member). A project someone cannot see answers 404,
+the same as one that does not exist, so ids do not leak.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.auth.models import Annotator
+from app.core.enums import Role
+from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from app.projects import repository
+from app.projects.models import Project, ProjectMember
+from app.projects.schemas import ProjectCreate, ProjectUpdate, check_strategy
+
+
+def get_visible(db: Session, actor: Annotator, project_id: int) -> Project:
+    project = db.get(Project, project_id)
+    if project is None or not can_see(db, actor, project_id):
+        raise NotFound(f"project {project_id} not found")
+    return project
+
+
+def get_for_engineer(db: Session, actor: Annotator, project_id: int) -> Project:
+    project = get_visible(db, actor, project_id)
+    if actor.role is Role.annotator:
+        raise Forbidden("this action needs the engineer or admin role")
+    return project
+
+
+def can_see(db: Session, actor: Annotator, project_id: int) -> bool:
+    return actor.role is Role.admin or repository.is_member(db, project_id, actor.id)
+
+
+def list_visible(db: Session, actor: Annotator) -> list[Project]:
+    return repository.visible_to(db, None if actor.role is Role.admin else actor.id)
+
+
+def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
+    if repository.by_name(db, body.name) is not None:
+        raise Conflict(f"a project named {body.name!r} exists", code="duplicate_name")
+    spec = body.model_spec.model_dump()
+    spec["num_classes"] = len(body.classes)
+    project = Project(
+        name=body.name,
+        kind=body.kind,
+        classes=list(body.classes),
+        model_spec=spec,
+        strategy=body.strategy,
+        strategy_params=body.strategy_params or {},
+        labels_per_item=body.labels_per_item or 1,
+        label_budget=body.label_budget,
+        batch_size=body.batch_size or 100,
+        relabel_budget=body.relabel_budget,
+        finetune_every=body.finetune_every,
+        auto_advance=bool(body.auto_advance),
+        seed=body.seed or 0,
+        created_by_id=actor.id,
+    )
+    db.add(project)
+    db.flush()
+    db.add(ProjectMember(project_id=project.id, annotator_id=actor.id))
+    db.flush()
+    return project
+
+
+def update(db: Session, project: Project, body: ProjectUpdate) -> Project:
+    changes = body.model_dump(exclude_unset=True)
+    renamed = "name" in changes and changes["name"] != project.name
+    if renamed and repository.by_name(db, changes["name"]) is not None:
+        raise Conflict(f"a project named {changes['name']!r} exists", code="duplicate_name")
+    if changes.get("strategy") is not None:
+        try:
+            check_strategy(project.kind, changes["strategy"])
+        except ValueError as exc:
+            raise Unprocessable(str(exc), code="unknown_strategy") from exc
+    for key, value in changes.items():
+        if value is None and key not in ("label_budget", "relabel_budget", "finetune_every"):
+            continue
+        setattr(project, key, value)
+    db.flush()
+    return project
+
+
+def add_member(db: Session, project: Project, annotator_id: int) -> None:
+    if db.get(Annotator, annotator_id) is None:
+        raise NotFound(f"annotator {annotator_id} not found")
+    if not repository.is_member(db, project.id, annotator_id):
+        db.add(ProjectMember(project_id=project.id, annotator_id=annotator_id))
+        db.flush()
+
+
+def remove_member(db: Session, project: Project, annotator_id: int) -> None:
+    member = db.get(ProjectMember, (project.id, annotator_id))
+    if member is None:
+        raise NotFound(f"annotator {annotator_id} is not a member of project {project.id}")
+    db.delete(member)
+    db.flush()

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.core.config import DEFAULT_SECRET, Settings
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'annoloop.sqlite'}"
+    assert s.broker_url.startswith("sqla+sqlite:///")
+    assert s.result_backend.startswith("db+sqlite:///")
+    assert s.blobs == tmp_path.resolve() / "blobs"
+
+
+def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANNOLOOP_DATABASE_URL", "postgresql+psycopg://u@db/annoloop")
+    monkeypatch.setenv("ANNOLOOP_BROKER_URL", "redis://redis:6379/0")
+    s = Settings()
+    assert (s.database_url, s.broker_url) == (
+        "postgresql+psycopg://u@db/annoloop",
+        "redis://redis:6379/0",
+    )
+
+
+def test_production_refuses_the_default_secret() -> None:
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        Settings(environment="production", secret_key=DEFAULT_SECRET)
+    assert Settings(environment="production", secret_key="x" * 40).environment == "production"

@@ -1,0 +1,37 @@
+"""Per-process handles a worker task needs: settings, engine, session factory, blobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+import app.db_models  # noqa: F401  (mappers)
+from app.core.blobs import BlobStore
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine, make_session_factory
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    blobs: BlobStore
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = (
+        make_engine(settings.database_url, pool_size=2, max_overflow=2)
+        if not (settings.is_sqlite)
+        else make_engine(settings.database_url)
+    )
+    return Runtime(settings, engine, make_session_factory(engine), BlobStore(settings.blobs))
+
+
+@lru_cache
+def runtime() -> Runtime:
+    """Built lazily in each (forked) worker process, never shared across a fork."""
+    return build_runtime(get_settings())

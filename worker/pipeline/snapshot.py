@@ -1,0 +1,140 @@
+"""Read what a cycle trains and scores on, as plain arrays, in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.annotations.models import Annotation
+from app.core.enums import LabelSource, Split
+from app.cycles.models import Cycle
+from app.items.models import Item
+from app.projects.models import Project
+
+
+@dataclass(frozen=True)
+class ItemRefs:
+    """Parallel lists describing items in a fixed order (ascending id)."""
+
+    ids: list[int] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+    media_types: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def append(self, item_id: int, blob: str, media_type: str) -> None:
+        self.ids.append(item_id)
+        self.hashes.append(blob)
+        self.media_types.append(media_type)
+
+
+@dataclass(frozen=True)
+class CycleInputs:
+    cycle_id: int
+    project_id: int
+    number: int
+    strategy: str
+    params: dict[str, Any]
+    seed: int
+    batch_size: int
+    labels_per_item: int
+    model_spec: dict[str, Any]
+    labels_remaining: int | None  # None = no label budget
+    labelled: ItemRefs  # pool items with at least one live vote
+    counts: np.ndarray  # (L, C) int64 votes of ``labelled``
+    candidates: ItemRefs  # pool items with no live vote
+    test: ItemRefs  # test items with a decided (untied) majority
+    test_labels: np.ndarray  # (T,) int64
+    labelled_set_hash: str
+
+
+def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
+    project = db.get(Project, cycle.project_id)
+    assert project is not None
+    num_classes = len(project.classes)
+    votes: dict[int, np.ndarray] = {}
+    rows = db.execute(
+        select(Annotation.item_id, Annotation.class_index).where(
+            Annotation.project_id == project.id, Annotation.retracted_at.is_(None)
+        )
+    )
+    for item_id, class_index in rows:
+        counts = votes.get(item_id)
+        if counts is None:
+            counts = votes[item_id] = np.zeros(num_classes, dtype=np.int64)
+        counts[class_index] += 1
+
+    labelled, candidates, test = ItemRefs(), ItemRefs(), ItemRefs()
+    labelled_counts: list[np.ndarray] = []
+    test_labels: list[int] = []
+    items = db.execute(
+        select(Item.id, Item.split, Item.blob_sha256, Item.media_type)
+        .where(Item.project_id == project.id)
+        .order_by(Item.id)
+    )
+    for item_id, split, blob, media_type in items:
+        counts = votes.get(item_id)
+        if split is Split.test:
+            if counts is not None and _has_unique_top(counts):
+                test.append(item_id, blob, media_type)
+                test_labels.append(int(counts.argmax()))
+        elif counts is None:
+            candidates.append(item_id, blob, media_type)
+        else:
+            labelled.append(item_id, blob, media_type)
+            labelled_counts.append(counts)
+
+    count_matrix = (
+        np.stack(labelled_counts) if labelled_counts else np.zeros((0, num_classes), np.int64)
+    )
+    spec = dict(project.model_spec)
+    spec["num_classes"] = num_classes
+    return CycleInputs(
+        cycle_id=cycle.id,
+        project_id=project.id,
+        number=cycle.number,
+        strategy=cycle.strategy,
+        params=dict(cycle.params),
+        seed=cycle.seed,
+        batch_size=cycle.batch_size,
+        labels_per_item=project.labels_per_item,
+        model_spec=spec,
+        labels_remaining=_labels_remaining(db, project),
+        labelled=labelled,
+        counts=count_matrix,
+        candidates=candidates,
+        test=test,
+        test_labels=np.asarray(test_labels, dtype=np.int64),
+        labelled_set_hash=labelled_set_hash(labelled.ids, count_matrix),
+    )
+
+
+def labelled_set_hash(item_ids: list[int], counts: np.ndarray) -> str:
+    """SHA-256 over (item id, vote counts) pairs: equal hashes = the same training targets."""
+    payload = json.dumps([[i, c.tolist()] for i, c in zip(item_ids, counts, strict=True)])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _has_unique_top(counts: np.ndarray) -> bool:
+    top = counts.max()
+    return bool(top > 0 and (counts == top).sum() == 1)
+
+
+def _labels_remaining(db: Session, project: Project) -> int | None:
+    if project.label_budget is None:
+        return None
+    spent = db.scalar(
+        select(func.count(Annotation.id)).where(
+            Annotation.project_id == project.id,
+            Annotation.source.in_([LabelSource.human, LabelSource.oracle]),
+            Annotation.retracted_at.is_(None),
+        )
+    )
+    return max(project.label_budget - int(spent or 0), 0)
