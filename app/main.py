@@ -25,6 +25,8 @@ from app.cycles.router import router as cycles_router
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.projects.router import router as projects_router
+from app.queue.router import router as queue_router
+from app.reports.router import router as reports_router
 
 API_PREFIX = "/api/v1"
 FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
@@ -64,6 +66,8 @@ def create_app(
         items_router,
         annotations_router,
         cycles_router,
+        queue_router,
+        reports_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     if FRONTEND_DIR.is_dir():

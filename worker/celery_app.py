@@ -32,7 +32,10 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_default_queue="default",
         task_queues=[Queue(name) for name in QUEUES],
-        task_routes={"annoloop.cycles.*": {"queue": "train"}},
+        task_routes={
+            "annoloop.cycles.run": {"queue": "train"},
+            "annoloop.cycles.advance": {"queue": "default"},
+        },
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -20,9 +20,13 @@ from app.auth.models import Annotator
 from app.auth.service import get_or_create_importer
 from app.core.enums import LabelSource, Split
 from app.core.errors import Conflict, Unprocessable
+from app.core.tasks import send_after_commit
+from app.cycles import repository as cycle_repo
+from app.cycles.service import ADVANCE_TASK
 from app.items import repository as items
 from app.items.models import Item
 from app.projects.models import Project
+from app.queue import service as queue
 
 
 @dataclass(frozen=True)
@@ -48,12 +52,14 @@ def submit(
         raise Conflict("test items are labelled by import, not in the queue", code="test_item")
     if repository.live_human_label(db, item.id, actor.id) is not None:
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled")
+    lease, entry = queue.take_lease(db, actor, item)
     annotation = Annotation(
         item_id=item.id,
         project_id=project.id,
         annotator_id=actor.id,
         class_index=body.class_index,
         source=LabelSource.human,
+        cycle_id=entry.cycle_id,
         idempotency_key=body.idempotency_key,
     )
     db.add(annotation)
@@ -61,6 +67,11 @@ def submit(
         db.flush()
     except IntegrityError as exc:  # a concurrent request won the race for the same slot
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled") from exc
+    entry_done = queue.record_label(db, lease, entry)
+    # Last, so the project row (the budget counter) is locked only until the commit.
+    queue.spend_budget(db, project)
+    if entry_done and cycle_repo.open_entries(db, entry.cycle_id) == 0:
+        send_after_commit(db, ADVANCE_TASK, [project.id], "default")
     return Submitted(annotation, replayed=False)
 
 

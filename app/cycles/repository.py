@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.enums import CycleState
+from app.core.enums import CycleState, QueueState
 from app.cycles.models import Cycle
 from app.queue.models import QueueEntry
 
@@ -29,3 +29,19 @@ def next_number(db: Session, project_id: int) -> int:
 def queue_of(db: Session, cycle_id: int) -> list[QueueEntry]:
     stmt = select(QueueEntry).where(QueueEntry.cycle_id == cycle_id).order_by(QueueEntry.rank)
     return list(db.scalars(stmt))
+
+
+def latest(db: Session, project_id: int) -> Cycle | None:
+    stmt = select(Cycle).where(Cycle.project_id == project_id).order_by(Cycle.number.desc())
+    return db.scalar(stmt.limit(1))
+
+
+def get_by_id(db: Session, cycle_id: int) -> Cycle | None:
+    return db.get(Cycle, cycle_id)
+
+
+def open_entries(db: Session, cycle_id: int) -> int:
+    stmt = select(func.count(QueueEntry.id)).where(
+        QueueEntry.cycle_id == cycle_id, QueueEntry.state == QueueState.open
+    )
+    return int(db.scalar(stmt) or 0)

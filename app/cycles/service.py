@@ -17,10 +17,11 @@ from app.projects.models import Project
 from app.projects.schemas import check_strategy
 
 RUN_CYCLE_TASK = "annoloop.cycles.run"
+ADVANCE_TASK = "annoloop.cycles.advance"
 TRAIN_QUEUE = "train"
 
 
-def start(db: Session, actor: Annotator, project: Project, body: CycleCreate) -> Cycle:
+def start(db: Session, actor: Annotator | None, project: Project, body: CycleCreate) -> Cycle:
     strategy = body.strategy or project.strategy
     try:
         check_strategy(project.kind, strategy)
@@ -45,7 +46,7 @@ def start(db: Session, actor: Annotator, project: Project, body: CycleCreate) ->
         batch_size=body.batch_size or project.batch_size,
         metrics={},
         timings={},
-        created_by_id=actor.id,
+        created_by_id=actor.id if actor else None,
     )
     db.add(cycle)
     try:
@@ -88,3 +89,26 @@ def cancel(db: Session, cycle: Cycle) -> Cycle:
             entry.state = QueueState.cancelled
     db.flush()
     return cycle
+
+
+def complete_if_labelled(db: Session, project_id: int) -> Cycle | None:
+    """Close the labelling cycle whose batch is fully labelled; with ``auto_advance``, start
+    the next one. Idempotent (a task runs it after the last label of a batch); returns the
+    new cycle, if one was started."""
+    project = db.get(Project, project_id, with_for_update=True)
+    if project is None:
+        return None
+    current = repository.latest(db, project_id)
+    if current is None or current.state is not CycleState.labeling:
+        return None
+    if repository.open_entries(db, current.id) > 0:
+        return None
+    current.state = CycleState.completed
+    current.finished_at = utcnow()
+    db.flush()
+    out_of_budget = (
+        project.label_budget is not None and project.labels_spent >= project.label_budget
+    )
+    if not project.auto_advance or out_of_budget or repository.active(db, project_id):
+        return None
+    return start(db, None, project, CycleCreate())

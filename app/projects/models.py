@@ -23,6 +23,8 @@ class Project(Base):
     strategy_params: Mapped[dict[str, Any]]
     labels_per_item: Mapped[int] = mapped_column(default=1)
     label_budget: Mapped[int | None]
+    # Human and oracle labels given so far; a conditional UPDATE on it enforces the budget.
+    labels_spent: Mapped[int] = mapped_column(default=0)
     batch_size: Mapped[int]
     relabel_budget: Mapped[int | None]
     finetune_every: Mapped[int | None]

@@ -92,6 +92,7 @@ class ProjectOut(BaseModel):
     strategy_params: dict[str, Any]
     labels_per_item: int
     label_budget: int | None
+    labels_spent: int
     batch_size: int
     relabel_budget: int | None
     finetune_every: int | None

@@ -25,6 +25,10 @@ class QueueEntry(Base):
     rank: Mapped[int]
     score: Mapped[float | None] = mapped_column(Float)
     labels_wanted: Mapped[int]
+    # Kept on the row (not counted from other tables) so that "is a slot free?" is decided
+    # on the row a transaction has locked: FOR UPDATE re-checks it, a subquery would not.
+    labels_received: Mapped[int] = mapped_column(default=0)
+    leases_open: Mapped[int] = mapped_column(default=0)
     state: Mapped[QueueState] = mapped_column(
         str_enum(QueueState, "queue_state"), default=QueueState.open
     )
@@ -45,9 +49,16 @@ class Lease(Base):
             postgresql_where=text("released_at IS NULL"),
         ),
         Index("ix_lease_entry_open", "queue_entry_id", "released_at"),
+        Index(
+            "ix_lease_open_expiry",
+            "expires_at",
+            sqlite_where=text("released_at IS NULL"),
+            postgresql_where=text("released_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
     queue_entry_id: Mapped[int] = mapped_column(ForeignKey("queue_entry.id"))
     item_id: Mapped[int] = mapped_column(ForeignKey("item.id"))
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"), index=True)

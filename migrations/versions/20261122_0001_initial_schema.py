@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 02:20:52.439082
+Create Date: 2026-11-22
 """
 
 from collections.abc import Sequence
@@ -83,6 +83,7 @@ def upgrade() -> None:
         sa.Column("strategy_params", sa.JSON(), nullable=False),
         sa.Column("labels_per_item", sa.Integer(), nullable=False),
         sa.Column("label_budget", sa.Integer(), nullable=True),
+        sa.Column("labels_spent", sa.Integer(), nullable=False),
         sa.Column("batch_size", sa.Integer(), nullable=False),
         sa.Column("relabel_budget", sa.Integer(), nullable=True),
         sa.Column("finetune_every", sa.Integer(), nullable=True),
@@ -274,6 +275,8 @@ def upgrade() -> None:
         sa.Column("rank", sa.Integer(), nullable=False),
         sa.Column("score", sa.Float(), nullable=True),
         sa.Column("labels_wanted", sa.Integer(), nullable=False),
+        sa.Column("labels_received", sa.Integer(), nullable=False),
+        sa.Column("leases_open", sa.Integer(), nullable=False),
         sa.Column(
             "state",
             sa.Enum(
@@ -308,6 +311,7 @@ def upgrade() -> None:
     op.create_table(
         "lease",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("queue_entry_id", sa.Integer(), nullable=False),
         sa.Column("item_id", sa.Integer(), nullable=False),
         sa.Column("annotator_id", sa.Integer(), nullable=False),
@@ -333,6 +337,9 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(["item_id"], ["item.id"], name=op.f("fk_lease_item_id_item")),
         sa.ForeignKeyConstraint(
+            ["project_id"], ["project.id"], name=op.f("fk_lease_project_id_project")
+        ),
+        sa.ForeignKeyConstraint(
             ["queue_entry_id"], ["queue_entry.id"], name=op.f("fk_lease_queue_entry_id_queue_entry")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lease")),
@@ -342,6 +349,14 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_lease_entry_open", ["queue_entry_id", "released_at"], unique=False
         )
+        batch_op.create_index(
+            "ix_lease_open_expiry",
+            ["expires_at"],
+            unique=False,
+            sqlite_where=sa.text("released_at IS NULL"),
+            postgresql_where=sa.text("released_at IS NULL"),
+        )
+        batch_op.create_index(batch_op.f("ix_lease_project_id"), ["project_id"], unique=False)
         batch_op.create_index(
             "uq_lease_item_annotator_open",
             ["item_id", "annotator_id"],
@@ -358,6 +373,12 @@ def downgrade() -> None:
     with op.batch_alter_table("lease", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_lease_item_annotator_open",
+            sqlite_where=sa.text("released_at IS NULL"),
+            postgresql_where=sa.text("released_at IS NULL"),
+        )
+        batch_op.drop_index(batch_op.f("ix_lease_project_id"))
+        batch_op.drop_index(
+            "ix_lease_open_expiry",
             sqlite_where=sa.text("released_at IS NULL"),
             postgresql_where=sa.text("released_at IS NULL"),
         )

@@ -6,7 +6,12 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.core.enums import CycleState, ProjectKind
+from app.cycles.models import Cycle
+from app.queue.models import QueueEntry
 from tests.conftest import Accounts
 
 CLASSES = [str(d) for d in range(10)]
@@ -65,3 +70,47 @@ def add_member(client: TestClient, accounts: Accounts, project_id: int, who: str
         headers=accounts.h("engineer"),
     )
     assert r.status_code == 204, r.text
+
+
+def open_batch(
+    factory: sessionmaker[Session],
+    project_id: int,
+    item_ids: list[int],
+    labels_wanted: int = 1,
+) -> int:
+    """Put a cycle in ``labeling`` with these items queued, as the worker would leave it."""
+    with factory() as db:
+        number = (
+            db.scalar(select(func.max(Cycle.number)).where(Cycle.project_id == project_id)) or 0
+        ) + 1
+        cycle = Cycle(
+            project_id=project_id,
+            number=number,
+            kind=ProjectKind.acquire,
+            state=CycleState.labeling,
+            strategy="random",
+            params={},
+            seed=0,
+            batch_size=len(item_ids),
+        )
+        db.add(cycle)
+        db.flush()
+        db.add_all(
+            QueueEntry(
+                project_id=project_id,
+                cycle_id=cycle.id,
+                item_id=item_id,
+                rank=rank,
+                score=float(len(item_ids) - rank),
+                labels_wanted=labels_wanted,
+            )
+            for rank, item_id in enumerate(item_ids)
+        )
+        db.commit()
+        return cycle.id
+
+
+def lease_next(client: TestClient, accounts: Accounts, project_id: int, who: str) -> dict[str, Any]:
+    r = client.get(f"/api/v1/projects/{project_id}/next", headers=accounts.h(who))
+    assert r.status_code == 200, r.text
+    return dict(r.json())

@@ -3,19 +3,25 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.api.helpers import add_member, create_project, upload_png
+from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
 from tests.conftest import Accounts, row_counts
 
 
-def _setup(client: TestClient, accounts: Accounts) -> tuple[int, int]:
+def _setup(
+    client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> tuple[int, int]:
     pid = create_project(client, accounts)["id"]
     add_member(client, accounts, pid, "annotator")
     item = upload_png(client, accounts, pid, seed=1, external_id="one")
+    open_batch(factory, pid, [item["id"]])
+    assert lease_next(client, accounts, pid, "annotator")["item"]["id"] == item["id"]
     return pid, item["id"]
 
 
-def test_submit_replay_and_list(app_client: TestClient, accounts: Accounts) -> None:
-    pid, item = _setup(app_client, accounts)
+def test_submit_replay_and_list(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    pid, item = _setup(app_client, accounts, factory)
     h = accounts.h("annotator")
     body = {"class_index": 3, "idempotency_key": "key-00000001"}
     first = app_client.post(f"/api/v1/items/{item}/annotations", json=body, headers=h)
@@ -34,7 +40,7 @@ def test_submit_replay_and_list(app_client: TestClient, accounts: Accounts) -> N
 def test_bad_labels_are_refused_and_change_nothing(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
-    _, item = _setup(app_client, accounts)
+    _, item = _setup(app_client, accounts, factory)
     h = accounts.h("annotator")
     ok = app_client.post(
         f"/api/v1/items/{item}/annotations",

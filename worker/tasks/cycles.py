@@ -12,3 +12,17 @@ def run_cycle(cycle_id: int) -> str:
     from worker.pipeline.runtime import runtime
 
     return run_acquire_cycle(runtime(), cycle_id)
+
+
+@celery_app.task(name="annoloop.cycles.advance", acks_late=True)
+def advance(project_id: int) -> int | None:
+    """After a batch's last label: close the cycle and, with auto-advance, start the next."""
+    from app.core.db import unit_of_work
+    from app.core.tasks import CelerySender, bind_sender
+    from app.cycles.service import complete_if_labelled
+    from worker.pipeline.runtime import runtime
+
+    with unit_of_work(runtime().factory) as db:
+        bind_sender(db, CelerySender(celery_app))
+        started = complete_if_labelled(db, project_id)
+        return started.id if started else None

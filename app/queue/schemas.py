@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.items.schemas import ItemOut
+
+
+class LeaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    item_id: int
+    queue_entry_id: int
+    expires_at: datetime
+    created_at: datetime
+
+
+class NextOut(BaseModel):
+    """What an annotator should do now.
+
+    ``leased``: label ``item`` before ``lease.expires_at``. ``queue_empty``: nothing to label
+    until the next cycle queues items (``cycle_state`` says whether one is running).
+    ``budget_spent``: the project's label budget is used up.
+    """
+
+    status: Literal["leased", "queue_empty", "budget_spent"]
+    lease: LeaseOut | None = None
+    item: ItemOut | None = None
+    cycle_id: int | None = None
+    cycle_state: str | None = None

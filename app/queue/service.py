@@ -1,0 +1,154 @@
+"""Handing out queued items under leases, and what a label does to the queue.
+
+Concurrency: a free slot is decided on the locked ``queue_entry`` row (its own
+``labels_received`` and ``leases_open`` columns). Postgres takes the row with
+``FOR UPDATE SKIP LOCKED`` so annotators never wait on each other; SQLite serialises writers
+(every transaction is ``BEGIN IMMEDIATE``). Lock order is always lease, then queue entry, then
+project, so sweeps, submits and skips cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.annotations.models import Annotation
+from app.auth.models import Annotator
+from app.core.db import utcnow
+from app.core.enums import CycleState, LeaseOutcome, QueueState
+from app.core.errors import Conflict, NotFound
+from app.cycles import repository as cycles
+from app.items.models import Item
+from app.items.schemas import ItemOut
+from app.projects.models import Project
+from app.queue import repository
+from app.queue.models import Lease, QueueEntry
+from app.queue.schemas import LeaseOut, NextOut
+
+
+def next_item(db: Session, actor: Annotator, project: Project, lease_seconds: int) -> NextOut:
+    now = utcnow()
+    repository.expire_stale(db, now)
+    held = repository.held_lease(db, project.id, actor.id, now)
+    if held is not None:  # asking again (a reload, a retry) gives back the same item
+        return _leased(db, held)
+    if project.label_budget is not None and (
+        project.labels_spent + repository.open_leases(db, project.id) >= project.label_budget
+    ):
+        return NextOut(status="budget_spent")
+    entry = repository.pick_entry(db, project.id, actor.id)
+    if entry is None:
+        current = cycles.latest(db, project.id)
+        return NextOut(
+            status="queue_empty",
+            cycle_id=current.id if current else None,
+            cycle_state=current.state.value if current else None,
+        )
+    return _leased(db, _new_lease(db, actor, entry, lease_seconds))
+
+
+def _new_lease(db: Session, actor: Annotator, entry: QueueEntry, lease_seconds: int) -> Lease:
+    now = utcnow()
+    entry.leases_open += 1
+    lease = Lease(
+        project_id=entry.project_id,
+        queue_entry_id=entry.id,
+        item_id=entry.item_id,
+        annotator_id=actor.id,
+        created_at=now,
+        expires_at=now + timedelta(seconds=lease_seconds),
+    )
+    db.add(lease)
+    db.flush()
+    return lease
+
+
+def _leased(db: Session, lease: Lease) -> NextOut:
+    item = db.get(Item, lease.item_id)
+    entry = db.get(QueueEntry, lease.queue_entry_id)
+    assert item is not None
+    assert entry is not None
+    return NextOut(
+        status="leased",
+        lease=LeaseOut.model_validate(lease),
+        item=ItemOut.model_validate(item),
+        cycle_id=entry.cycle_id,
+        cycle_state=CycleState.labeling.value,
+    )
+
+
+def take_lease(db: Session, actor: Annotator, item: Item) -> tuple[Lease, QueueEntry]:
+    """The lease a human label is given under, locked; 409 when there is none."""
+    lease = repository.lease_for_update(db, item.id, actor.id)
+    if lease is None:
+        earlier = repository.last_lease(db, item.id, actor.id)
+        if earlier is not None and earlier.outcome is LeaseOutcome.expired:
+            raise Conflict(
+                "your lease on this item expired; ask for the next item", code="lease_expired"
+            )
+        raise Conflict(f"item {item.id} is not leased to you", code="not_leased")
+    if lease.expires_at <= utcnow():
+        raise Conflict(
+            "your lease on this item expired; ask for the next item", code="lease_expired"
+        )
+    return lease, repository.entry_for_update(db, lease.queue_entry_id)
+
+
+def record_label(db: Session, lease: Lease, entry: QueueEntry) -> bool:
+    """Close the lease and count the label; True when the entry got all the labels it wanted."""
+    lease.released_at = utcnow()
+    lease.outcome = LeaseOutcome.labelled
+    entry.leases_open -= 1
+    entry.labels_received += 1
+    if entry.labels_received >= entry.labels_wanted:
+        entry.state = QueueState.done
+    return entry.state is QueueState.done
+
+
+def spend_budget(db: Session, project: Project, n: int = 1) -> None:
+    """Atomically count ``n`` labels against the budget, or refuse with 409."""
+    stmt = update(Project).where(Project.id == project.id)
+    if n > 0 and project.label_budget is not None:
+        stmt = stmt.where(Project.labels_spent + n <= Project.label_budget)
+    result = db.execute(stmt.values(labels_spent=Project.labels_spent + n))
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise Conflict("the project's label budget is spent", code="budget_spent")
+    db.refresh(project, ["labels_spent"])
+
+
+def skip(db: Session, actor: Annotator, lease_id: int) -> None:
+    lease = db.get(Lease, lease_id, with_for_update=True)
+    if lease is None or lease.annotator_id != actor.id:
+        raise NotFound(f"lease {lease_id} not found")
+    if lease.released_at is not None:
+        raise Conflict(f"lease {lease_id} is already closed ({lease.outcome})", code="lease_closed")
+    entry = repository.entry_for_update(db, lease.queue_entry_id)
+    lease.released_at = utcnow()
+    lease.outcome = LeaseOutcome.skipped
+    entry.leases_open -= 1
+    db.flush()
+
+
+def undo_last(db: Session, actor: Annotator, project: Project, lease_seconds: int) -> NextOut:
+    """Retract the annotator's last label and lease the item back to them to label again.
+
+    Allowed while the label's cycle is still labelling: once the next cycle has trained on
+    the label, it stays (a later label can still outvote it).
+    """
+    label: Annotation | None = repository.last_human_label(db, project.id, actor.id)
+    if label is None or label.cycle_id is None:
+        raise Conflict("you have no label to undo in this project", code="nothing_to_undo")
+    entry = repository.entry_of(db, label.cycle_id, label.item_id)
+    cycle = cycles.get_by_id(db, label.cycle_id)
+    if entry is None or cycle is None or cycle.state is not CycleState.labeling:
+        raise Conflict(
+            "that label's cycle is closed; it can no longer be undone", code="undo_closed"
+        )
+    label.retracted_at = utcnow()
+    entry.labels_received -= 1
+    entry.state = QueueState.open
+    spend_budget(db, project, -1)
+    db.flush()
+    return _leased(db, _new_lease(db, actor, entry, lease_seconds))

@@ -1,0 +1,99 @@
+"""Labels out: per item, every vote and the label derived from them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.annotations.models import Annotation
+from app.annotations.votes import summarise
+from app.auth.models import Annotator
+from app.core.enums import LabelSource, ProjectKind
+from app.items.models import Item
+from app.projects.models import Project
+
+CSV_FIELDS = [
+    "external_id",
+    "split",
+    "label",
+    "class_index",
+    "tied",
+    "votes",
+    "counts",
+    "relabelled",
+]
+
+
+def rows(db: Session, project: Project) -> Iterator[dict[str, Any]]:
+    """One dict per item that has at least one live vote, in item id order."""
+    names = dict(db.execute(select(Annotator.id, Annotator.name)).all())
+    votes_by_item: dict[int, list[Annotation]] = {}
+    for vote in db.scalars(
+        select(Annotation)
+        .where(Annotation.project_id == project.id, Annotation.retracted_at.is_(None))
+        .order_by(Annotation.item_id, Annotation.id)
+    ):
+        votes_by_item.setdefault(vote.item_id, []).append(vote)
+    items = db.execute(
+        select(Item.id, Item.external_id, Item.split)
+        .where(Item.project_id == project.id)
+        .order_by(Item.id)
+    )
+    for item_id, external_id, split in items:
+        if item_id not in votes_by_item:
+            continue
+        votes = votes_by_item[item_id]
+        summary = summarise((v.class_index for v in votes), len(project.classes))
+        row: dict[str, Any] = {
+            "item_id": item_id,
+            "external_id": external_id,
+            "split": split.value,
+            "label": project.classes[summary.majority] if summary.majority is not None else None,
+            "class_index": summary.majority,
+            "tied": summary.tied,
+            "counts": summary.counts,
+            "votes": [
+                {
+                    "annotator": names.get(v.annotator_id),
+                    "class_index": v.class_index,
+                    "class": project.classes[v.class_index],
+                    "source": v.source.value,
+                    "cycle_id": v.cycle_id,
+                    "created_at": v.created_at.isoformat(),
+                }
+                for v in votes
+            ],
+        }
+        if project.kind is ProjectKind.clean:
+            row["relabelled"] = any(v.source is not LabelSource.import_ for v in votes)
+        yield row
+
+
+def as_jsonl(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
+    for row in rows_:
+        yield json.dumps(row) + "\n"
+
+
+def as_csv(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows_:
+        flat = dict(row)
+        flat["votes"] = ";".join(
+            f"{v['annotator']}:{v['class_index']}:{v['source']}:{v['created_at']}"
+            for v in row["votes"]
+        )
+        flat["counts"] = " ".join(str(c) for c in row["counts"])
+        writer.writerow(flat)
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue()

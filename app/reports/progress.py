@@ -1,0 +1,127 @@
+"""Where a project stands: budget, queue, people, speed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.annotations.models import Annotation
+from app.auth.models import Annotator
+from app.core.db import utcnow
+from app.core.enums import LabelSource, QueueState
+from app.cycles import repository as cycles
+from app.projects.models import Project
+from app.queue.models import Lease, QueueEntry
+from app.reports.schemas import AnnotatorCount, CycleProgress, Progress
+
+RATE_WINDOW = timedelta(minutes=10)
+_COUNTED = (LabelSource.human, LabelSource.oracle)
+
+
+def progress(db: Session, project: Project) -> Progress:
+    current = cycles.latest(db, project.id)
+    cycle_view = None
+    depth = slots = 0
+    if current is not None:
+        rows = dict(
+            db.execute(
+                select(QueueEntry.state, func.count(QueueEntry.id))
+                .where(QueueEntry.cycle_id == current.id)
+                .group_by(QueueEntry.state)
+            ).all()
+        )
+        depth = int(rows.get(QueueState.open, 0))
+        cycle_view = CycleProgress(
+            id=current.id,
+            number=current.number,
+            state=current.state.value,
+            queued=int(sum(rows.values())),
+            done=int(rows.get(QueueState.done, 0)),
+            open=depth,
+        )
+        slots = int(
+            db.scalar(
+                select(
+                    func.coalesce(
+                        func.sum(QueueEntry.labels_wanted - QueueEntry.labels_received), 0
+                    )
+                ).where(QueueEntry.cycle_id == current.id, QueueEntry.state == QueueState.open)
+            )
+            or 0
+        )
+    leases = int(
+        db.scalar(
+            select(func.count(Lease.id)).where(
+                Lease.project_id == project.id, Lease.released_at.is_(None)
+            )
+        )
+        or 0
+    )
+    per_annotator = [
+        AnnotatorCount(annotator_id=aid, name=name, labels=int(n))
+        for aid, name, n in db.execute(
+            select(Annotator.id, Annotator.name, func.count(Annotation.id))
+            .join(Annotation, Annotation.annotator_id == Annotator.id)
+            .where(
+                Annotation.project_id == project.id,
+                Annotation.retracted_at.is_(None),
+                Annotation.source.in_(_COUNTED),
+            )
+            .group_by(Annotator.id, Annotator.name)
+            .order_by(Annotator.id)
+        ).all()
+    ]
+    recent = int(
+        db.scalar(
+            select(func.count(Annotation.id)).where(
+                Annotation.project_id == project.id,
+                Annotation.source.in_(_COUNTED),
+                Annotation.created_at >= utcnow() - RATE_WINDOW,
+            )
+        )
+        or 0
+    )
+    rate = recent / (RATE_WINDOW.total_seconds() / 60)
+    remaining = (
+        None
+        if project.label_budget is None
+        else max(project.label_budget - project.labels_spent, 0)
+    )
+    return Progress(
+        labels_spent=project.labels_spent,
+        label_budget=project.label_budget,
+        labels_remaining=remaining,
+        queue_depth=depth,
+        slots_open=slots,
+        leases_open=leases,
+        cycle=cycle_view,
+        per_annotator=per_annotator,
+        labels_last_10_min=recent,
+        rate_per_minute=rate,
+        eta_seconds=(slots / rate * 60) if rate > 0 and slots else None,
+        tied_items=_tied_items(db, project),
+    )
+
+
+def _tied_items(db: Session, project: Project) -> int:
+    votes = (
+        select(Annotation.item_id, Annotation.class_index, func.count().label("n"))
+        .where(Annotation.project_id == project.id, Annotation.retracted_at.is_(None))
+        .group_by(Annotation.item_id, Annotation.class_index)
+        .subquery()
+    )
+    top = (
+        select(votes.c.item_id, func.max(votes.c.n).label("top"))
+        .group_by(votes.c.item_id)
+        .subquery()
+    )
+    tied = (
+        select(votes.c.item_id)
+        .join(top, (top.c.item_id == votes.c.item_id) & (top.c.top == votes.c.n))
+        .group_by(votes.c.item_id)
+        .having(func.count() > 1)
+        .subquery()
+    )
+    return int(db.scalar(select(func.count()).select_from(tied)) or 0)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import Response, StreamingResponse
+
+from app.deps import DbSession, Engineer
+from app.projects import service as projects
+from app.reports import export
+from app.reports.progress import progress
+from app.reports.schemas import Progress
+
+router = APIRouter(tags=["reports"])
+
+_MEDIA = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
+
+
+@router.get("/projects/{project_id}/progress", response_model=Progress)
+def get_progress(project_id: int, db: DbSession, actor: Engineer) -> Progress:
+    return progress(db, projects.get_for_engineer(db, actor, project_id))
+
+
+@router.get(
+    "/projects/{project_id}/export",
+    response_class=Response,
+    responses={200: {"content": {m: {} for m in _MEDIA.values()}}},
+)
+def export_labels(
+    project_id: int,
+    db: DbSession,
+    actor: Engineer,
+    format: Literal["csv", "json", "jsonl"] = "jsonl",
+) -> Response:
+    """Every item with votes: external id, each vote (annotator, class, source, time), the
+    majority label or a tie, and for cleaning projects whether it was relabelled."""
+    project = projects.get_for_engineer(db, actor, project_id)
+    rows = list(export.rows(db, project))  # read inside the request's transaction
+    filename = f"annoloop-project-{project.id}.{format}"
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    if format == "json":
+        return Response(json.dumps(rows), media_type=_MEDIA["json"], headers=headers)
+    body = export.as_csv(iter(rows)) if format == "csv" else export.as_jsonl(iter(rows))
+    return StreamingResponse(body, media_type=_MEDIA[format], headers=headers)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class AnnotatorCount(BaseModel):
+    annotator_id: int
+    name: str
+    labels: int
+
+
+class CycleProgress(BaseModel):
+    id: int
+    number: int
+    state: str
+    queued: int
+    done: int
+    open: int
+
+
+class Progress(BaseModel):
+    labels_spent: int
+    label_budget: int | None
+    labels_remaining: int | None
+    queue_depth: int  # open entries in the current batch
+    slots_open: int  # labels still wanted by those entries, minus leased ones
+    leases_open: int
+    cycle: CycleProgress | None
+    per_annotator: list[AnnotatorCount]
+    labels_last_10_min: int
+    rate_per_minute: float
+    eta_seconds: float | None  # slots still wanted / recent rate; None when idle
+    tied_items: int  # items whose votes tie: no label until more votes arrive
