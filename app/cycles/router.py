@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.cycles import repository, service
-from app.cycles.schemas import CycleCreate, CycleOut, QueueEntryOut
-from app.deps import CurrentUser, DbSession, Engineer
+from fastapi import APIRouter, Query
+
+from app.cycles import repository, scores, service
+from app.cycles.schemas import CycleCreate, CycleOut, QueueEntryOut, ScoreHistogram
+from app.deps import Blobs, CurrentUser, DbSession, Engineer
 from app.projects import service as projects
 
 router = APIRouter(prefix="/projects/{project_id}/cycles", tags=["cycles"])
@@ -47,3 +49,17 @@ def cycle_queue(
     project = projects.get_for_engineer(db, actor, project_id)
     cycle = service.get(db, project, cycle_id)
     return [QueueEntryOut.model_validate(e) for e in repository.queue_of(db, cycle.id)]
+
+
+@router.get("/{cycle_id}/scores", response_model=ScoreHistogram)
+def cycle_scores(
+    project_id: int,
+    cycle_id: int,
+    db: DbSession,
+    actor: Engineer,
+    blobs: Blobs,
+    bins: Annotated[int, Query(ge=1, le=200)] = 30,
+) -> ScoreHistogram:
+    """Histogram of the acquisition scores over the pool this cycle scored."""
+    project = projects.get_for_engineer(db, actor, project_id)
+    return scores.histogram(blobs, service.get(db, project, cycle_id), bins)

@@ -51,3 +51,14 @@ class QueueEntryOut(BaseModel):
     score: float | None
     labels_wanted: int
     state: str
+
+
+class ScoreHistogram(BaseModel):
+    """The distribution of acquisition scores over the scored pool of one cycle."""
+
+    cycle_id: int
+    strategy: str
+    n: int
+    edges: list[float]
+    counts: list[int]
+    selected_scores: list[float]

@@ -123,6 +123,9 @@ def test_a_cycle_reaches_labeling_in_a_real_worker(
                     return c if c["state"] == "labeling" else None
 
                 cycle = wait_for(labeling, 240, "the cycle to reach labeling", log)
+            hist = client.get(
+                f"/api/v1/projects/{pid}/cycles/{cycle_id}/scores", params={"bins": 10}, headers=h
+            ).json()
             items = client.get(
                 f"/api/v1/projects/{pid}/items", params={"limit": 500}, headers=h
             ).json()["items"]
@@ -145,3 +148,6 @@ def test_a_cycle_reaches_labeling_in_a_real_worker(
         assert cycle["checkpoint_sha256"]
         assert cycle["scores_sha256"]
         assert set(cycle["timings"]) >= {"train_s", "score_s"}
+        assert hist["n"] == N_POOL - 20  # every unlabelled pool item was scored
+        assert sum(hist["counts"]) == hist["n"]
+        assert sorted(hist["selected_scores"], reverse=True) == scores

@@ -56,6 +56,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     pool = LoaderPool(_dataset(rt, inputs.candidates, spec), batch_size=SCORE_BATCH)
     metrics: dict[str, Any] = {
         "labelled_items": len(inputs.labelled),
+        "labels": int(inputs.counts.sum()),
         "candidates": len(inputs.candidates),
         "device": device.type,
         "cold_start": cold_start,
