@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
+from app.annotations.votes import summarise
 from app.auth.models import Annotator
 from app.core.db import utcnow
 from app.core.enums import LabelSource, QueueState
@@ -59,20 +61,7 @@ def progress(db: Session, project: Project) -> Progress:
         )
         or 0
     )
-    per_annotator = [
-        AnnotatorCount(annotator_id=aid, name=name, labels=int(n))
-        for aid, name, n in db.execute(
-            select(Annotator.id, Annotator.name, func.count(Annotation.id))
-            .join(Annotation, Annotation.annotator_id == Annotator.id)
-            .where(
-                Annotation.project_id == project.id,
-                Annotation.retracted_at.is_(None),
-                Annotation.source.in_(_COUNTED),
-            )
-            .group_by(Annotator.id, Annotator.name)
-            .order_by(Annotator.id)
-        ).all()
-    ]
+    per_annotator = _per_annotator(db, project)
     recent = int(
         db.scalar(
             select(func.count(Annotation.id)).where(
@@ -103,6 +92,42 @@ def progress(db: Session, project: Project) -> Progress:
         eta_seconds=(slots / rate * 60) if rate > 0 and slots else None,
         tied_items=_tied_items(db, project),
     )
+
+
+def _per_annotator(db: Session, project: Project) -> list[AnnotatorCount]:
+    votes = db.execute(
+        select(
+            Annotation.item_id, Annotation.annotator_id, Annotation.class_index, Annotation.source
+        ).where(Annotation.project_id == project.id, Annotation.retracted_at.is_(None))
+    ).all()
+    by_item: dict[int, list[int]] = {}
+    for item_id, _, k, _ in votes:
+        by_item.setdefault(item_id, []).append(k)
+    majority = {item: summarise(ks, len(project.classes)).majority for item, ks in by_item.items()}
+    labels: Counter[int] = Counter()
+    agree: Counter[int] = Counter()
+    settled: Counter[int] = Counter()
+    for item_id, annotator_id, k, source in votes:
+        if source not in _COUNTED:
+            continue
+        labels[annotator_id] += 1
+        if majority[item_id] is not None:
+            settled[annotator_id] += 1
+            agree[annotator_id] += int(k == majority[item_id])
+    names = dict(
+        db.execute(select(Annotator.id, Annotator.name).where(Annotator.id.in_(list(labels))))
+        .tuples()
+        .all()
+    )
+    return [
+        AnnotatorCount(
+            annotator_id=aid,
+            name=names[aid],
+            labels=labels[aid],
+            agreement=agree[aid] / settled[aid] if settled[aid] else None,
+        )
+        for aid in sorted(labels)
+    ]
 
 
 def _tied_items(db: Session, project: Project) -> int:

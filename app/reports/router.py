@@ -6,7 +6,8 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
-from app.deps import DbSession, Engineer
+from app.core.enums import Role
+from app.deps import CurrentUser, DbSession, Engineer
 from app.projects import service as projects
 from app.reports import export
 from app.reports.progress import progress
@@ -18,8 +19,12 @@ _MEDIA = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x
 
 
 @router.get("/projects/{project_id}/progress", response_model=Progress)
-def get_progress(project_id: int, db: DbSession, actor: Engineer) -> Progress:
-    return progress(db, projects.get_for_engineer(db, actor, project_id))
+def get_progress(project_id: int, db: DbSession, actor: CurrentUser) -> Progress:
+    """Budget, queue and speed. Annotators see only their own line of the per-person table."""
+    report = progress(db, projects.get_visible(db, actor, project_id))
+    if actor.role is Role.annotator:
+        report.per_annotator = [a for a in report.per_annotator if a.annotator_id == actor.id]
+    return report
 
 
 @router.get(

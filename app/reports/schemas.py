@@ -7,6 +7,8 @@ class AnnotatorCount(BaseModel):
     annotator_id: int
     name: str
     labels: int
+    # Of this person's labels on items with a settled majority, the share that agree with it.
+    agreement: float | None
 
 
 class CycleProgress(BaseModel):
