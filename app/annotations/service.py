@@ -22,7 +22,7 @@ from app.core.enums import LabelSource, Split
 from app.core.errors import Conflict, Unprocessable
 from app.core.tasks import send_after_commit
 from app.cycles import repository as cycle_repo
-from app.cycles.service import ADVANCE_TASK
+from app.cycles.service import ADVANCE_TASK, REFRESH_TASK
 from app.items import repository as items
 from app.items.models import Item
 from app.projects.models import Project
@@ -67,11 +67,14 @@ def submit(
         db.flush()
     except IntegrityError as exc:  # a concurrent request won the race for the same slot
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled") from exc
-    entry_done = queue.record_label(db, lease, entry)
+    entry_done = queue.record_label(db, project, lease, entry, repository.live_votes(db, item.id))
     # Last, so the project row (the budget counter) is locked only until the commit.
     queue.spend_budget(db, project)
     if entry_done and cycle_repo.open_entries(db, entry.cycle_id) == 0:
         send_after_commit(db, ADVANCE_TASK, [project.id], "default")
+    elif project.finetune_every and project.labels_spent % project.finetune_every == 0:
+        # Cleaning: re-rank with a fine-tuned model every b labels, in the worker.
+        send_after_commit(db, REFRESH_TASK, [project.id], "default")
     return Submitted(annotation, replayed=False)
 
 

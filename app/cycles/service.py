@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Annotator
 from app.core.db import utcnow
-from app.core.enums import CycleState, QueueState
+from app.core.enums import CycleState, ProjectKind, QueueState
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.tasks import send_after_commit
 from app.cycles import repository
@@ -18,6 +18,7 @@ from app.projects.schemas import check_strategy
 
 RUN_CYCLE_TASK = "annoloop.cycles.run"
 ADVANCE_TASK = "annoloop.cycles.advance"
+REFRESH_TASK = "annoloop.cycles.refresh"
 TRAIN_QUEUE = "train"
 
 
@@ -106,9 +107,24 @@ def complete_if_labelled(db: Session, project_id: int) -> Cycle | None:
     current.state = CycleState.completed
     current.finished_at = utcnow()
     db.flush()
-    out_of_budget = (
-        project.label_budget is not None and project.labels_spent >= project.label_budget
-    )
-    if not project.auto_advance or out_of_budget or repository.active(db, project_id):
+    # Cleaning goes on until its relabel budget is spent; acquisition only on request.
+    if project.kind is ProjectKind.acquire and not project.auto_advance:
+        return None
+    return _start_if_budget_left(db, project)
+
+
+def refresh_cleaning(db: Session, project_id: int) -> Cycle | None:
+    """Start a cleaning cycle that fine-tunes the model and re-ranks, unless one is running
+    or the budget is spent. Items still being relabelled carry over to the new cycle."""
+    project = db.get(Project, project_id, with_for_update=True)
+    if project is None or project.kind is not ProjectKind.clean:
+        return None
+    return _start_if_budget_left(db, project)
+
+
+def _start_if_budget_left(db: Session, project: Project) -> Cycle | None:
+    if project.budget is not None and project.labels_spent >= project.budget:
+        return None
+    if repository.active(db, project.id) is not None:
         return None
     return start(db, None, project, CycleCreate())

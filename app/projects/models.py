@@ -34,6 +34,11 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    @property
+    def budget(self) -> int | None:
+        """The budget that ``labels_spent`` counts against: relabels when cleaning."""
+        return self.relabel_budget if self.kind is ProjectKind.clean else self.label_budget
+
 
 class ProjectMember(Base):
     """Who may work on a project; admins see every project without a membership."""

@@ -50,7 +50,9 @@ class ProjectCreate(_ProjectSettings):
     kind: ProjectKind = ProjectKind.acquire
     classes: list[ClassName] = Field(min_length=2, max_length=1000)
     model_spec: ModelSpecIn
-    strategy: str = "entropy"
+    strategy: str | None = Field(
+        None, description="Default: entropy (acquire), ce_minus_entropy (clean)."
+    )
     labels_per_item: int | None = Field(1, ge=1, le=100)
     batch_size: int | None = Field(100, ge=1, le=100_000)
     auto_advance: bool | None = False
@@ -65,6 +67,8 @@ class ProjectCreate(_ProjectSettings):
 
     @model_validator(mode="after")
     def _strategy_fits_kind(self) -> ProjectCreate:
+        if self.strategy is None:
+            self.strategy = "entropy" if self.kind is ProjectKind.acquire else "ce_minus_entropy"
         check_strategy(self.kind, self.strategy)
         return self
 

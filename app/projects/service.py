@@ -49,7 +49,7 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
         kind=body.kind,
         classes=list(body.classes),
         model_spec=spec,
-        strategy=body.strategy,
+        strategy=body.strategy or "entropy",
         strategy_params=body.strategy_params or {},
         labels_per_item=body.labels_per_item or 1,
         label_budget=body.label_budget,

@@ -15,9 +15,10 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
+from app.annotations.votes import summarise
 from app.auth.models import Annotator
 from app.core.db import utcnow
-from app.core.enums import CycleState, LeaseOutcome, QueueState
+from app.core.enums import CycleState, LeaseOutcome, ProjectKind, QueueState
 from app.core.errors import Conflict, NotFound
 from app.cycles import repository as cycles
 from app.items.models import Item
@@ -34,8 +35,8 @@ def next_item(db: Session, actor: Annotator, project: Project, lease_seconds: in
     held = repository.held_lease(db, project.id, actor.id, now)
     if held is not None:  # asking again (a reload, a retry) gives back the same item
         return _leased(db, held)
-    if project.label_budget is not None and (
-        project.labels_spent + repository.open_leases(db, project.id) >= project.label_budget
+    if project.budget is not None and (
+        project.labels_spent + repository.open_leases(db, project.id) >= project.budget
     ):
         return NextOut(status="budget_spent")
     entry = repository.pick_entry(db, project.id, actor.id)
@@ -96,12 +97,22 @@ def take_lease(db: Session, actor: Annotator, item: Item) -> tuple[Lease, QueueE
     return lease, repository.entry_for_update(db, lease.queue_entry_id)
 
 
-def record_label(db: Session, lease: Lease, entry: QueueEntry) -> bool:
-    """Close the lease and count the label; True when the entry got all the labels it wanted."""
+def record_label(
+    db: Session, project: Project, lease: Lease, entry: QueueEntry, votes: list[int]
+) -> bool:
+    """Close the lease and count the label; True when the entry needs no more labels.
+
+    ``votes``: every live vote on the item, this one included. When cleaning, an item stays
+    queued, one more label at a time, until its votes have a strict majority (the top class
+    has more votes than any other), as in the reference protocol.
+    """
     lease.released_at = utcnow()
     lease.outcome = LeaseOutcome.labelled
     entry.leases_open -= 1
     entry.labels_received += 1
+    settled = summarise(votes, len(project.classes)).majority is not None
+    if project.kind is ProjectKind.clean and not settled:
+        entry.labels_wanted = entry.labels_received + 1
     if entry.labels_received >= entry.labels_wanted:
         entry.state = QueueState.done
     return entry.state is QueueState.done
@@ -110,8 +121,9 @@ def record_label(db: Session, lease: Lease, entry: QueueEntry) -> bool:
 def spend_budget(db: Session, project: Project, n: int = 1) -> None:
     """Atomically count ``n`` labels against the budget, or refuse with 409."""
     stmt = update(Project).where(Project.id == project.id)
-    if n > 0 and project.label_budget is not None:
-        stmt = stmt.where(Project.labels_spent + n <= Project.label_budget)
+    column = Project.relabel_budget if project.kind is ProjectKind.clean else Project.label_budget
+    if n > 0 and project.budget is not None:
+        stmt = stmt.where(Project.labels_spent + n <= column)
     result = db.execute(stmt.values(labels_spent=Project.labels_spent + n))
     if not result.rowcount:  # type: ignore[attr-defined]
         raise Conflict("the project's label budget is spent", code="budget_spent")

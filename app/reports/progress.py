@@ -12,11 +12,11 @@ from app.annotations.models import Annotation
 from app.annotations.votes import summarise
 from app.auth.models import Annotator
 from app.core.db import utcnow
-from app.core.enums import LabelSource, QueueState
+from app.core.enums import LabelSource, ProjectKind, QueueState
 from app.cycles import repository as cycles
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
-from app.reports.schemas import AnnotatorCount, CycleProgress, Progress
+from app.reports.schemas import AnnotatorCount, CleaningProgress, CycleProgress, Progress
 
 RATE_WINDOW = timedelta(minutes=10)
 _COUNTED = (LabelSource.human, LabelSource.oracle)
@@ -73,14 +73,11 @@ def progress(db: Session, project: Project) -> Progress:
         or 0
     )
     rate = recent / (RATE_WINDOW.total_seconds() / 60)
-    remaining = (
-        None
-        if project.label_budget is None
-        else max(project.label_budget - project.labels_spent, 0)
-    )
+    budget = project.budget
+    remaining = None if budget is None else max(budget - project.labels_spent, 0)
     return Progress(
         labels_spent=project.labels_spent,
-        label_budget=project.label_budget,
+        label_budget=budget,
         labels_remaining=remaining,
         queue_depth=depth,
         slots_open=slots,
@@ -91,6 +88,37 @@ def progress(db: Session, project: Project) -> Progress:
         rate_per_minute=rate,
         eta_seconds=(slots / rate * 60) if rate > 0 and slots else None,
         tied_items=_tied_items(db, project),
+        cleaning=_cleaning(db, project) if project.kind is ProjectKind.clean else None,
+    )
+
+
+def _cleaning(db: Session, project: Project) -> CleaningProgress:
+    cleaned = db.scalar(
+        select(func.count(func.distinct(QueueEntry.item_id))).where(
+            QueueEntry.project_id == project.id, QueueEntry.state == QueueState.done
+        )
+    )
+    imported: dict[int, list[int]] = {}
+    everything: dict[int, list[int]] = {}
+    for item_id, k, source in db.execute(
+        select(Annotation.item_id, Annotation.class_index, Annotation.source).where(
+            Annotation.project_id == project.id, Annotation.retracted_at.is_(None)
+        )
+    ):
+        everything.setdefault(item_id, []).append(k)
+        if source is LabelSource.import_:
+            imported.setdefault(item_id, []).append(k)
+    c = len(project.classes)
+    relabelled = [i for i, ks in everything.items() if len(ks) > len(imported.get(i, []))]
+    changed = sum(
+        summarise(imported.get(i, []), c).majority != summarise(everything[i], c).majority
+        for i in relabelled
+    )
+    return CleaningProgress(
+        relabel_budget=project.relabel_budget,
+        items_cleaned=int(cleaned or 0),
+        items_relabelled=len(relabelled),
+        majority_changed=int(changed),
     )
 
 
@@ -115,9 +143,7 @@ def _per_annotator(db: Session, project: Project) -> list[AnnotatorCount]:
             settled[annotator_id] += 1
             agree[annotator_id] += int(k == majority[item_id])
     names = dict(
-        db.execute(select(Annotator.id, Annotator.name).where(Annotator.id.in_(list(labels))))
-        .tuples()
-        .all()
+        db.execute(select(Annotator.id, Annotator.name).where(Annotator.id.in_(list(labels)))).all()
     )
     return [
         AnnotatorCount(

@@ -20,6 +20,13 @@ class CycleProgress(BaseModel):
     open: int
 
 
+class CleaningProgress(BaseModel):
+    relabel_budget: int | None
+    items_cleaned: int  # relabelled until their votes settled; never picked again
+    items_relabelled: int  # with at least one label beyond the imported ones
+    majority_changed: int  # whose majority now differs from the imported labels' one
+
+
 class Progress(BaseModel):
     labels_spent: int
     label_budget: int | None
@@ -33,3 +40,4 @@ class Progress(BaseModel):
     rate_per_minute: float
     eta_seconds: float | None  # slots still wanted / recent rate; None when idle
     tied_items: int  # items whose votes tie: no label until more votes arrive
+    cleaning: CleaningProgress | None = None

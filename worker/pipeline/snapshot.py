@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
-from app.core.enums import LabelSource, Split
+from app.core.enums import LabelSource, ProjectKind, QueueState, Split
 from app.cycles.models import Cycle
 from app.items.models import Item
 from app.projects.models import Project
+from app.queue.models import QueueEntry
 
 
 @dataclass(frozen=True)
@@ -138,3 +139,33 @@ def _labels_remaining(db: Session, project: Project) -> int | None:
         )
     )
     return max(project.label_budget - int(spent or 0), 0)
+
+
+@dataclass(frozen=True)
+class CleaningState:
+    cleaned: set[int]  # items whose relabelling finished: never picked again
+    in_queue: set[int]  # items queued now (still being relabelled)
+    previous_checkpoint: str | None  # the last model of this project, to fine-tune from
+
+
+def load_cleaning_state(db: Session, cycle: Cycle) -> CleaningState:
+    entries = db.execute(
+        select(QueueEntry.item_id, QueueEntry.state)
+        .join(Cycle, Cycle.id == QueueEntry.cycle_id)
+        .where(Cycle.project_id == cycle.project_id, Cycle.kind == ProjectKind.clean)
+    ).all()
+    previous = db.scalar(
+        select(Cycle.checkpoint_sha256)
+        .where(
+            Cycle.project_id == cycle.project_id,
+            Cycle.id != cycle.id,
+            Cycle.checkpoint_sha256.is_not(None),
+        )
+        .order_by(Cycle.number.desc())
+        .limit(1)
+    )
+    return CleaningState(
+        cleaned={i for i, state in entries if state is QueueState.done},
+        in_queue={i for i, state in entries if state is QueueState.open},
+        previous_checkpoint=previous,
+    )

@@ -7,7 +7,7 @@ one of them wins and the others stop without side effects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import unit_of_work, utcnow
 from app.core.enums import CycleState, LeaseOutcome, QueueState
+from app.core.tasks import TaskSender, bind_sender, send_after_commit
 from app.cycles.models import Cycle
 from app.queue.models import Lease, QueueEntry
 from worker.pipeline.snapshot import CycleInputs, load_inputs
@@ -59,12 +60,16 @@ def open_queue(
     inputs: CycleInputs,
     item_ids: Sequence[int],
     scores: Sequence[float | None],
+    *,
+    carry_open: bool = False,
     **fields: Any,
 ) -> bool:
     """Atomically: the cycle goes ``scoring`` → ``labeling`` and its queue is written.
 
-    Earlier cycles still in ``labeling`` are completed and their open entries closed, so
-    annotators move on to the new batch.
+    Earlier cycles still in ``labeling`` are completed. Their open entries are closed, so
+    annotators move on to the new batch — or, with ``carry_open`` (cleaning, where an item
+    being relabelled must keep its place until its votes settle), moved to the new cycle
+    ahead of the new items, leases and counts intact.
     """
     with unit_of_work(factory) as db:
         result = db.execute(
@@ -74,15 +79,13 @@ def open_queue(
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             return False
-        _close_earlier_cycles(db, inputs)
-        # A retried task may find rows from its earlier attempt (same cycle): replace them.
-        db.query(QueueEntry).filter(QueueEntry.cycle_id == inputs.cycle_id).delete()
+        carried = _close_earlier_cycles(db, inputs, carry_open)
         db.add_all(
             QueueEntry(
                 project_id=inputs.project_id,
                 cycle_id=inputs.cycle_id,
                 item_id=item_id,
-                rank=rank,
+                rank=carried + rank,
                 score=score,
                 labels_wanted=inputs.labels_per_item,
                 state=QueueState.open,
@@ -92,7 +95,8 @@ def open_queue(
         return True
 
 
-def _close_earlier_cycles(db: Session, inputs: CycleInputs) -> None:
+def _close_earlier_cycles(db: Session, inputs: CycleInputs, carry_open: bool) -> int:
+    """Complete earlier labelling cycles; returns how many open entries were carried over."""
     now = utcnow()
     earlier = db.scalars(
         select(Cycle.id).where(
@@ -102,12 +106,23 @@ def _close_earlier_cycles(db: Session, inputs: CycleInputs) -> None:
         )
     ).all()
     if not earlier:
-        return
+        return 0
     db.execute(
         update(Cycle)
         .where(Cycle.id.in_(earlier))
         .values(state=CycleState.completed, finished_at=now)
     )
+    if carry_open:
+        moving = db.scalars(
+            select(QueueEntry)
+            .where(QueueEntry.cycle_id.in_(earlier), QueueEntry.state == QueueState.open)
+            .order_by(QueueEntry.rank, QueueEntry.id)
+        ).all()
+        for rank, entry in enumerate(moving):
+            entry.cycle_id = inputs.cycle_id
+            entry.rank = rank
+        db.flush()
+        return len(moving)
     open_entries = select(QueueEntry.id).where(
         QueueEntry.cycle_id.in_(earlier), QueueEntry.state == QueueState.open
     )
@@ -121,6 +136,7 @@ def _close_earlier_cycles(db: Session, inputs: CycleInputs) -> None:
         .where(QueueEntry.cycle_id.in_(earlier), QueueEntry.state == QueueState.open)
         .values(state=QueueState.cancelled)
     )
+    return 0
 
 
 def fail(factory: sessionmaker[Session], cycle_id: int, error: str) -> None:
@@ -130,3 +146,96 @@ def fail(factory: sessionmaker[Session], cycle_id: int, error: str) -> None:
             .where(Cycle.id == cycle_id, Cycle.state.in_(RUNNING))
             .values(state=CycleState.failed, error=error[-4000:], finished_at=utcnow())
         )
+
+
+# --- Sharded scoring (worker/pipeline/shards.py) ---------------------------------------------
+# A sharded cycle stays in ``scoring`` while its shard tasks run. Each claim bumps
+# ``cycle.attempts``, and every shard and merge task carries the attempt it was sent for: the
+# guards below also compare it, so tasks left over from an earlier attempt (a redelivered train
+# task, a retry after a failure) can neither record results, fail, nor open the queue.
+
+Task = tuple[str, list[Any], str]  # (task name, args, queue), sent after the commit
+
+
+def change_locked(
+    factory: sessionmaker[Session],
+    cycle_id: int,
+    sender: TaskSender,
+    change: Callable[[Cycle], Sequence[Task]],
+    *,
+    expect: CycleState,
+    attempt: int | None = None,
+) -> bool:
+    """Lock the cycle if it is in ``expect`` (and at ``attempt``), let ``change`` edit it and
+    name tasks; they are sent only after the commit. False when the guard did not hold."""
+    with unit_of_work(factory) as db:
+        bind_sender(db, sender)
+        query = select(Cycle).where(Cycle.id == cycle_id, Cycle.state == expect)
+        if attempt is not None:
+            query = query.where(Cycle.attempts == attempt)
+        cycle = db.scalar(query.with_for_update())
+        if cycle is None:
+            return False
+        for name, args, queue in change(cycle):
+            send_after_commit(db, name, args, queue)
+        return True
+
+
+def scoring_cycle(factory: sessionmaker[Session], cycle_id: int, attempt: int) -> Cycle | None:
+    """The cycle (detached, read-only use) if it is still scoring at ``attempt``, else None."""
+    with unit_of_work(factory) as db:
+        return db.scalar(
+            select(Cycle).where(
+                Cycle.id == cycle_id,
+                Cycle.state == CycleState.scoring,
+                Cycle.attempts == attempt,
+            )
+        )
+
+
+def open_queue_for_attempt(
+    factory: sessionmaker[Session],
+    inputs: CycleInputs,
+    attempt: int,
+    item_ids: Sequence[int],
+    scores: Sequence[float | None],
+    **fields: Any,
+) -> bool:
+    """``open_queue`` for acquisition, with the compare-and-set also on the attempt."""
+    with unit_of_work(factory) as db:
+        result = db.execute(
+            update(Cycle)
+            .where(
+                Cycle.id == inputs.cycle_id,
+                Cycle.state == CycleState.scoring,
+                Cycle.attempts == attempt,
+            )
+            .values(state=CycleState.labeling, **fields)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False
+        carried = _close_earlier_cycles(db, inputs, False)
+        db.add_all(
+            QueueEntry(
+                project_id=inputs.project_id,
+                cycle_id=inputs.cycle_id,
+                item_id=item_id,
+                rank=carried + rank,
+                score=score,
+                labels_wanted=inputs.labels_per_item,
+                state=QueueState.open,
+            )
+            for rank, (item_id, score) in enumerate(zip(item_ids, scores, strict=True))
+        )
+        return True
+
+
+def fail_attempt(factory: sessionmaker[Session], cycle_id: int, attempt: int, error: str) -> bool:
+    """``fail``, but only while the cycle is still running the given attempt."""
+    with unit_of_work(factory) as db:
+        result = db.execute(
+            update(Cycle)
+            .where(Cycle.id == cycle_id, Cycle.state.in_(RUNNING), Cycle.attempts == attempt)
+            .values(state=CycleState.failed, error=error[-4000:], finished_at=utcnow())
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -8,10 +8,10 @@ def run_cycle(cycle_id: int) -> str:
     """Train, evaluate, score and queue for one cycle. Idempotent: re-running a finished
     cycle does nothing, re-running an interrupted one redoes it and writes one queue."""
     # Imported here so the worker's parent process does not load torch before forking.
-    from worker.pipeline.acquire import run_acquire_cycle
+    from worker.pipeline.dispatch import run_cycle_of_any_kind
     from worker.pipeline.runtime import runtime
 
-    return run_acquire_cycle(runtime(), cycle_id)
+    return run_cycle_of_any_kind(runtime(), cycle_id)
 
 
 @celery_app.task(name="annoloop.cycles.advance", acks_late=True)
@@ -25,4 +25,18 @@ def advance(project_id: int) -> int | None:
     with unit_of_work(runtime().factory) as db:
         bind_sender(db, CelerySender(celery_app))
         started = complete_if_labelled(db, project_id)
+        return started.id if started else None
+
+
+@celery_app.task(name="annoloop.cycles.refresh", acks_late=True)
+def refresh(project_id: int) -> int | None:
+    """Cleaning: every b labels, start a cycle that fine-tunes and re-ranks (if none runs)."""
+    from app.core.db import unit_of_work
+    from app.core.tasks import CelerySender, bind_sender
+    from app.cycles.service import refresh_cleaning
+    from worker.pipeline.runtime import runtime
+
+    with unit_of_work(runtime().factory) as db:
+        bind_sender(db, CelerySender(celery_app))
+        started = refresh_cleaning(db, project_id)
         return started.id if started else None

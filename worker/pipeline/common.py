@@ -1,0 +1,32 @@
+"""Pieces every cycle pipeline uses: datasets over blobs, checkpoint bytes, batch size."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from worker.ml.spec import ModelSpec
+from worker.pipeline.datasets import ItemDataset
+from worker.pipeline.runtime import Runtime
+from worker.pipeline.snapshot import ItemRefs
+
+SCORE_BATCH = 256
+
+
+def dataset_of(
+    rt: Runtime, refs: ItemRefs, spec: ModelSpec, targets: np.ndarray | None = None
+) -> ItemDataset:
+    return ItemDataset(rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets)
+
+
+def state_bytes(model: torch.nn.Module) -> bytes:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def load_state(rt: Runtime, model: torch.nn.Module, sha256: str) -> None:
+    weights = torch.load(io.BytesIO(rt.blobs.get(sha256)), weights_only=True)
+    model.load_state_dict(weights)

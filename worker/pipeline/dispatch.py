@@ -1,0 +1,20 @@
+"""Which pipeline runs a cycle: acquisition or label cleaning, by the cycle's kind."""
+
+from __future__ import annotations
+
+from app.core.enums import ProjectKind
+from app.cycles.models import Cycle
+from worker.pipeline.acquire import run_acquire_cycle
+from worker.pipeline.clean import run_clean_cycle
+from worker.pipeline.runtime import Runtime
+
+
+def run_cycle_of_any_kind(rt: Runtime, cycle_id: int) -> str:
+    with rt.factory() as db:
+        cycle = db.get(Cycle, cycle_id)
+        kind = cycle.kind if cycle is not None else None
+    if kind is None:
+        return "no such cycle"
+    if kind is ProjectKind.clean:
+        return run_clean_cycle(rt, cycle_id)
+    return run_acquire_cycle(rt, cycle_id)
