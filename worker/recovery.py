@@ -1,0 +1,47 @@
+"""Re-sending cycles that lost their task message.
+
+Redis gives an unacknowledged message back after the visibility timeout, so a worker killed
+mid-task is covered by the broker. The embedded SQLite transport has no such timeout: a
+message taken by a worker that then died stays invisible. So when a worker on the embedded
+broker starts, cycles still marked running have no live task (the embedded setup runs one
+worker) and are sent again; the run task is idempotent and guarded by compare-and-set
+transitions, so a duplicate would only redo work, never write twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from app.core.config import get_settings
+from app.core.enums import CycleState
+from app.cycles.models import Cycle
+from app.cycles.service import RUN_CYCLE_TASK, TRAIN_QUEUE
+
+log = logging.getLogger(__name__)
+
+
+def resend_orphaned_cycles(sender: Any = None, **_: Any) -> list[int]:
+    settings = get_settings()
+    if not settings.broker_url.startswith("sqla+"):
+        return []
+    from worker.pipeline.runtime import runtime
+
+    with runtime().factory() as db:
+        orphaned = list(
+            db.scalars(
+                select(Cycle.id).where(
+                    Cycle.state.in_(
+                        [CycleState.created, CycleState.training, CycleState.scoring]
+                    )
+                )
+            )
+        )
+    app = sender.app if sender is not None else None
+    for cycle_id in orphaned:
+        log.warning("re-sending cycle %s, left running by a stopped worker", cycle_id)
+        if app is not None:
+            app.send_task(RUN_CYCLE_TASK, args=[cycle_id], queue=TRAIN_QUEUE)
+    return orphaned
