@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.core.config import get_settings
+from app.observability.logs import configure_logging, log_config
 
 
 def migrate(url: str | None = None) -> None:
@@ -62,13 +63,13 @@ def worker_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
     ]
 
 
-def _run_worker(queues: str, concurrency: int | None) -> None:
+def _run_worker(queues: str, concurrency: int | None, name: str | None = None) -> None:
     from worker.celery_app import celery_app
 
     settings = get_settings()
-    celery_app.worker_main(
-        worker_argv(queues, concurrency or settings.worker_concurrency, settings.log_level)
-    )
+    argv = worker_argv(queues, concurrency or settings.worker_concurrency, settings.log_level)
+    # A distinct node name per worker on one host (Celery's -n, e.g. "w1@%h").
+    celery_app.worker_main(argv + (["--hostname", name] if name else []))
 
 
 def _run_api(host: str, port: int, workers: int) -> None:
@@ -82,6 +83,8 @@ def _run_api(host: str, port: int, workers: int) -> None:
         workers=workers,
         timeout_graceful_shutdown=20,
         log_level=get_settings().log_level.lower(),
+        log_config=log_config(),  # JSON/text with request ids, in every uvicorn process
+        access_log=False,  # the request-id middleware writes the access line
     )
 
 
@@ -92,6 +95,7 @@ def _up(host: str, port: int, demo: bool) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
         env={**os.environ},
+        preexec_fn=_die_with_parent,  # safe: no threads exist yet at this point
     )
     try:
         if demo:
@@ -124,6 +128,15 @@ def _announce_demo(host: str, port: int) -> None:
     )
 
 
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM if ``annoloop up`` itself is killed, never orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
@@ -153,23 +166,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     wk = sub.add_parser("worker", help="run a Celery worker")
     wk.add_argument("--queues", default="default,train,score")
     wk.add_argument("--concurrency", type=int, default=None)
+    wk.add_argument("--name", default=None, help="Celery node name, e.g. w1@%%h")
 
     sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
 
     admin = sub.add_parser("create-admin", help="create an admin (if needed) and print a token")
     admin.add_argument("--name", default="admin")
 
+    sub.add_parser(
+        "bench", help="benchmark the acquisition kernels; `annoloop bench --help` for options"
+    )
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options
+        from worker.bench import main as bench_main
+
+        sys.exit(bench_main(argv[1:]))
     args = parser.parse_args(argv)
+    configure_logging()  # ANNOLOOP_LOG_FORMAT=json: one JSON object per line
     if args.command == "up":
         _up(args.host, args.port, args.demo)
     elif args.command == "api":
         _run_api(args.host, args.port, args.workers)
     elif args.command == "worker":
-        _run_worker(args.queues, args.concurrency)
+        _run_worker(args.queues, args.concurrency, args.name)
     elif args.command == "migrate":
         migrate()
     elif args.command == "create-admin":
         _create_admin(args.name)
+
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from app.core.tasks import CelerySender, TaskSender
 from app.cycles.router import router as cycles_router
 from app.health.router import router as health_router
 from app.items.router import router as items_router
+from app.observability.install import install_observability
 from app.projects.router import router as projects_router
 from app.queue.router import router as queue_router
 from app.reports.router import router as reports_router
@@ -73,6 +74,7 @@ def create_app(
     if FRONTEND_DIR.is_dir():
         app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))
+    install_observability(app, settings)  # last: request ids, /metrics, access log
     return app
 
 

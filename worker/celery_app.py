@@ -11,9 +11,11 @@ broker; tasks are idempotent, so a redelivery produces one result.
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_ready
 from kombu import Queue
 
 from app.core.config import Settings, get_settings
+from app.observability.celery_signals import connect_worker_signals
 
 QUEUES = ("default", "train", "score")
 
@@ -24,7 +26,7 @@ def create_celery(settings: Settings) -> Celery:
         "annoloop",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["worker.tasks.cycles"],
+        include=["worker.tasks.cycles", "worker.tasks.scoring"],
     )
     app.conf.update(
         task_acks_late=True,
@@ -35,6 +37,10 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             "annoloop.cycles.run": {"queue": "train"},
             "annoloop.cycles.advance": {"queue": "default"},
+            "annoloop.cycles.refresh": {"queue": "default"},
+            # Sharded scoring: any worker on "score" (GPU hosts) takes shards and the merge.
+            "annoloop.scoring.shard": {"queue": "score"},
+            "annoloop.scoring.merge": {"queue": "score"},
         },
         task_serializer="json",
         result_serializer="json",
@@ -57,3 +63,11 @@ def _transport_options(settings: Settings) -> dict[str, object]:
 
 
 celery_app = create_celery(get_settings())
+connect_worker_signals()  # JSON logs, task ids on log lines, worker metrics
+
+
+@worker_ready.connect
+def _recover(sender: object = None, **kwargs: object) -> None:
+    from worker.recovery import resend_orphaned_cycles
+
+    resend_orphaned_cycles(sender=sender)

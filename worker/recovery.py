@@ -33,9 +33,7 @@ def resend_orphaned_cycles(sender: Any = None, **_: Any) -> list[int]:
         orphaned = list(
             db.scalars(
                 select(Cycle.id).where(
-                    Cycle.state.in_(
-                        [CycleState.created, CycleState.training, CycleState.scoring]
-                    )
+                    Cycle.state.in_([CycleState.created, CycleState.training, CycleState.scoring])
                 )
             )
         )

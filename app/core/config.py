@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(
         3600, ge=5, description="Redis: seconds before an unacked task is redelivered."
     )
+    shard_size: int = Field(
+        20_000,
+        ge=0,
+        description="Pools with more scored candidates than this are scored in shards by a "
+        "Celery group on any worker, then merged; 0 = never shard.",
+    )
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:

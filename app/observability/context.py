@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
+from types import MappingProxyType
 from typing import Any
 
-_fields: ContextVar[Mapping[str, Any]] = ContextVar("annoloop_log_context", default={})
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_fields: ContextVar[Mapping[str, Any]] = ContextVar("annoloop_log_context", default=_EMPTY)
 
 
 def current() -> Mapping[str, Any]:
@@ -29,7 +31,7 @@ def unbind(token: Token[Mapping[str, Any]]) -> None:
 
 def clear() -> None:
     """Forget everything: a Celery pool process runs one task after another in one context."""
-    _fields.set({})
+    _fields.set(_EMPTY)
 
 
 @contextmanager

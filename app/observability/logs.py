@@ -104,6 +104,8 @@ def log_config(level: str | None = None, fmt: str | None = None) -> dict[str, An
             "uvicorn": uvicorn,
             "uvicorn.error": uvicorn,
             "uvicorn.access": uvicorn,
+            # One INFO line per alembic plugin on every `annoloop migrate`: noise.
+            "alembic.runtime.plugins": {"level": "WARNING"},
         },
     }
 

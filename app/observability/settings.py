@@ -15,7 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ObservabilitySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ANNOLOOP_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ANNOLOOP_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     log_format: Literal["text", "json"] = Field(
         "text",

@@ -6,46 +6,48 @@ so a cycle can be reproduced from its row: same labelled-set hash + seed + strat
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from app.core.enums import CycleState
+from app.core.tasks import TaskSender
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
 from worker.ml.evaluation import evaluate
 from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
-from worker.ml.strategies.base import ScoringContext, Selection
+from worker.ml.strategies.base import ScoringContext, Selection, Strategy
 from worker.ml.training import TrainConfig, train
-from worker.pipeline import transitions
-from worker.pipeline.datasets import ItemDataset
+from worker.pipeline import shards, transitions
+from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
 from worker.pipeline.runtime import Runtime
-from worker.pipeline.snapshot import CycleInputs, ItemRefs
+from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
+from worker.pipeline.snapshot import CycleInputs
 
 log = logging.getLogger(__name__)
-SCORE_BATCH = 256
 
 
-def run_acquire_cycle(rt: Runtime, cycle_id: int) -> str:
-    """Run (or finish) one cycle; returns what happened, for the task's log line."""
+def run_acquire_cycle(rt: Runtime, cycle_id: int, sender: TaskSender | None = None) -> str:
+    """Run (or finish) one cycle; returns what happened, for the task's log line.
+
+    ``sender`` sends the shard tasks of a sharded cycle (default: the worker's Celery app).
+    """
     inputs = transitions.claim(rt.factory, cycle_id)
     if inputs is None:
         return "nothing to do"
     try:
-        return _run(rt, inputs)
+        return _run(rt, inputs, sender)
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)
         transitions.fail(rt.factory, cycle_id, f"{type(exc).__name__}: {exc}")
         raise
 
 
-def _run(rt: Runtime, inputs: CycleInputs) -> str:
+def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     timings: dict[str, float] = {}
     device = resolve_device()
     spec = ModelSpec.from_dict(inputs.model_spec)
@@ -53,7 +55,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     cold_start = len(inputs.labelled) == 0
     strategy_name = "random" if cold_start else inputs.strategy
     strategy = get_strategy(strategy_name, **({} if cold_start else inputs.params))
-    pool = LoaderPool(_dataset(rt, inputs.candidates, spec), batch_size=SCORE_BATCH)
+    pool = LoaderPool(dataset_of(rt, inputs.candidates, spec), batch_size=SCORE_BATCH)
     metrics: dict[str, Any] = {
         "labelled_items": len(inputs.labelled),
         "labels": int(inputs.counts.sum()),
@@ -70,7 +72,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         targets = inputs.counts / inputs.counts.sum(axis=1, keepdims=True)
         result = train(
             model,
-            _dataset(rt, inputs.labelled, spec, targets),
+            dataset_of(rt, inputs.labelled, spec, targets),
             config,
             seed=inputs.seed,
             device=device,
@@ -78,12 +80,22 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         )
         timings["train_s"] = time.perf_counter() - t0
         metrics["train_loss"] = result.losses[-1]
-        checkpoint = rt.blobs.put(_state_bytes(model))
+        checkpoint = rt.blobs.put(state_bytes(model))
         t0 = time.perf_counter()
         if len(inputs.test):
-            test_pool = LoaderPool(_dataset(rt, inputs.test, spec), batch_size=SCORE_BATCH)
+            test_pool = LoaderPool(dataset_of(rt, inputs.test, spec), batch_size=SCORE_BATCH)
             metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
+
+    # Large pools are scored by shard tasks on any worker (shards.py); a cold start never is:
+    # random scores are a hash of the position and read no inputs.
+    if checkpoint is not None and budget > 0:
+        plan = _shard_plan(rt, inputs, strategy, budget, checkpoint)
+        if plan is not None:
+            if not shards.dispatch(rt, plan, metrics=metrics, timings=timings, sender=sender):
+                return "cancelled while training"
+            log.info("cycle %s scoring in %d shards", inputs.cycle_id, len(plan.bounds))
+            return f"scoring in {len(plan.bounds)} shards"
 
     if not transitions.advance(
         rt.factory,
@@ -103,7 +115,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         ctx = ScoringContext(
             model=model,
             pool=pool,
-            labelled=LoaderPool(_dataset(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
+            labelled=LoaderPool(dataset_of(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
             if len(inputs.labelled)
             else None,
             device=device,
@@ -112,9 +124,9 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         )
         selection = strategy.select(ctx, budget)
     timings["score_s"] = time.perf_counter() - t0
-    scores_blob = rt.blobs.put(_scores_bytes(inputs.candidates, selection))
+    scores_blob = rt.blobs.put(shards.scores_bytes(inputs.candidates, selection))
     item_ids = [inputs.candidates.ids[int(i)] for i in selection.indices]
-    scores = [_finite_or_none(selection.scores[int(i)]) for i in selection.indices]
+    scores = [shards.finite_or_none(selection.scores[int(i)]) for i in selection.indices]
     metrics.update(
         queued=len(item_ids),
         strategy_used=strategy_name,
@@ -135,41 +147,33 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     return f"queued {len(item_ids)} items"
 
 
+def _shard_plan(
+    rt: Runtime, inputs: CycleInputs, strategy: Strategy, budget: int, checkpoint: str
+) -> ScoringPlan | None:
+    """What the shard tasks need, if the scored pool is larger than ``shard_size``."""
+    n = len(inputs.candidates)
+    subset = strategy.candidate_indices(n, inputs.seed)
+    scored = len(subset) if subset is not None else n
+    if not shards.wanted(rt.settings.shard_size, scored):
+        return None
+    return ScoringPlan(
+        inputs=inputs,
+        strategy=inputs.strategy,
+        params=dict(inputs.params),
+        budget=budget,
+        score_batch=SCORE_BATCH,
+        checkpoint_sha256=checkpoint,
+        subset=subset,
+        recorded=recorded_rows(strategy.training_arrays(), n, subset),
+        bounds=plan_bounds(scored, SCORE_BATCH, rt.settings.shard_size),
+    )
+
+
 def _batch_budget(inputs: CycleInputs) -> int:
     """Batch size, cut down so the queued items cannot ask for more labels than remain."""
     if inputs.labels_remaining is None:
         return inputs.batch_size
     return min(inputs.batch_size, inputs.labels_remaining // max(inputs.labels_per_item, 1))
-
-
-def _dataset(
-    rt: Runtime, refs: ItemRefs, spec: ModelSpec, targets: np.ndarray | None = None
-) -> ItemDataset:
-    return ItemDataset(rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets)
-
-
-def _state_bytes(model: torch.nn.Module) -> bytes:
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    return buf.getvalue()
-
-
-def _scores_bytes(candidates: ItemRefs, selection: Selection) -> bytes:
-    """The scores of the whole scored pool, kept so a cycle's choice can be inspected later."""
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        item_ids=np.asarray(candidates.ids, dtype=np.int64),
-        scores=np.asarray(selection.scores, dtype=np.float64),
-        selected=np.asarray(candidates.ids, dtype=np.int64)[selection.indices]
-        if len(selection.indices)
-        else np.zeros(0, np.int64),
-    )
-    return buf.getvalue()
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 __all__ = ["run_acquire_cycle"]

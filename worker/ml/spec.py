@@ -1,0 +1,138 @@
+"""What a model is: architecture name, input shape, class count and hyper-parameters.
+
+A ``ModelSpec`` is stored with every cycle as JSON, so it must validate strictly and round-trip
+through ``to_dict`` / ``from_dict`` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp")
+
+# Keys of ``hparams`` that shape the network rather than its training; TrainConfig ignores them.
+ARCHITECTURE_KEYS: frozenset[str] = frozenset({"dropout", "hidden_sizes"})
+
+DEFAULT_DROPOUT: dict[str, float] = {"small_cnn": 0.5, "resnet18": 0.0, "mlp": 0.5}
+DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 128)
+
+# small_cnn has two unpadded 5x5 convolutions, each followed by a 2x2 pool.
+_SMALL_CNN_MIN_SIDE = 12
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture + hyper-parameters of one classifier.
+
+    ``input_shape`` is the shape of one input without the batch dimension: ``(C, H, W)`` for the
+    convolutional models, ``(D,)`` (or any shape, flattened) for the MLP.
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
+        """Build and validate a spec; any problem raises ``ValueError`` saying what is wrong."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"model spec must be a mapping, got {type(d).__name__}")
+        unknown = set(d) - {"name", "input_shape", "num_classes", "hparams"}
+        if unknown:
+            raise ValueError(
+                f"unknown model spec keys {sorted(unknown)}; "
+                "valid keys are name, input_shape, num_classes, hparams"
+            )
+        for key in ("name", "input_shape", "num_classes"):
+            if key not in d:
+                raise ValueError(f"model spec is missing {key!r}")
+        name = d["name"]
+        if name not in MODEL_NAMES:
+            raise ValueError(f"unknown model name {name!r}; valid names are {list(MODEL_NAMES)}")
+        shape_in = d["input_shape"]
+        if not isinstance(shape_in, list | tuple) or not shape_in:
+            raise ValueError(f"input_shape must be a non-empty list of ints, got {shape_in!r}")
+        if not all(_is_int(s) and s > 0 for s in shape_in):
+            raise ValueError(f"input_shape must hold positive ints, got {shape_in!r}")
+        input_shape = tuple(int(s) for s in shape_in)
+        num_classes = d["num_classes"]
+        if not _is_int(num_classes) or num_classes < 2:
+            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        hparams = d.get("hparams") or {}
+        if not isinstance(hparams, Mapping) or not all(isinstance(k, str) for k in hparams):
+            raise ValueError("hparams must be a mapping with string keys")
+        try:
+            # Normalise through JSON so a spec read back from the database compares equal.
+            hparams = json.loads(json.dumps(dict(hparams), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"hparams must be JSON-serialisable: {exc}") from exc
+        spec = cls(str(name), input_shape, int(num_classes), hparams)
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        """Check shape/architecture compatibility and every hyper-parameter value."""
+        if self.name in ("small_cnn", "resnet18"):
+            if len(self.input_shape) != 3:
+                raise ValueError(
+                    f"{self.name} needs input_shape (C, H, W), got {list(self.input_shape)}"
+                )
+            if self.name == "small_cnn" and min(self.input_shape[1:]) < _SMALL_CNN_MIN_SIDE:
+                raise ValueError(
+                    f"small_cnn needs H, W >= {_SMALL_CNN_MIN_SIDE}, got {list(self.input_shape)}"
+                )
+        dropout = self.hparams.get("dropout", DEFAULT_DROPOUT[self.name])
+        if not _is_number(dropout) or not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"hparams.dropout must be a number in [0, 1), got {dropout!r}")
+        if "hidden_sizes" in self.hparams:
+            if self.name != "mlp":
+                raise ValueError("hparams.hidden_sizes only applies to the mlp model")
+            hs = self.hparams["hidden_sizes"]
+            if (
+                not isinstance(hs, list | tuple)
+                or not hs
+                or not all(_is_int(h) and h > 0 for h in hs)
+            ):
+                raise ValueError(
+                    f"hparams.hidden_sizes must be a list of positive ints, got {hs!r}"
+                )
+        try:
+            json.dumps(self.hparams, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"hparams must be JSON-serialisable: {exc}") from exc
+        # Imported here: training imports models, which imports this module.
+        from worker.ml.training import TrainConfig
+
+        TrainConfig.from_hparams(self.hparams)
+
+    @property
+    def dropout(self) -> float:
+        """Dropout probability in front of the classification head."""
+        return float(self.hparams.get("dropout", DEFAULT_DROPOUT[self.name]))
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        """MLP hidden layer widths."""
+        return tuple(int(h) for h in self.hparams.get("hidden_sizes", DEFAULT_HIDDEN_SIZES))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict; ``ModelSpec.from_dict(spec.to_dict()) == spec``."""
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "hparams": json.loads(json.dumps(self.hparams)),
+        }
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
