@@ -196,6 +196,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         _create_admin(args.name)
 
 
-
 if __name__ == "__main__":
     main()
