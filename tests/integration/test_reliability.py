@@ -66,7 +66,7 @@ def test_a_worker_killed_while_training_is_redelivered_and_finishes_once(tmp_pat
                 model_spec={
                     "name": "small_cnn",
                     "input_shape": [1, 28, 28],
-                    "hparams": {"epochs": 40, "batch_size": 16},
+                    "hparams": {"epochs": 12, "batch_size": 16},
                 },
             )
             upload_npz(client, h, pid, images[:n_pool], ["pool"] * n_pool)
