@@ -177,11 +177,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "bench", help="benchmark the acquisition kernels; `annoloop bench --help` for options"
     )
 
+    sub.add_parser(
+        "simulate",
+        help="active learning with simulated annotators; `annoloop simulate --help` for options",
+    )
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from worker.bench import main as bench_main
 
         sys.exit(bench_main(argv[1:]))
+    if argv[:1] == ["simulate"]:  # so does the simulation harness (worker/sim)
+        from worker.sim.cli import main as simulate_main
+
+        sys.exit(simulate_main(argv[1:]))
     args = parser.parse_args(argv)
     configure_logging()  # ANNOLOOP_LOG_FORMAT=json: one JSON object per line
     if args.command == "up":

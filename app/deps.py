@@ -14,7 +14,8 @@ from app.auth.service import authenticate
 from app.core.blobs import BlobStore
 from app.core.config import Settings
 from app.core.enums import Role
-from app.core.errors import Forbidden, Unauthorized
+from app.core.errors import Forbidden, TooManyRequests, Unauthorized
+from app.core.ratelimit import RateLimiter
 from app.core.tasks import bind_sender
 
 
@@ -50,14 +51,38 @@ Blobs = Annotated[BlobStore, Depends(get_blobs)]
 _bearer = HTTPBearer(auto_error=False, description="An annoloop API token (`al_…`).")
 
 
+def get_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+Limiter = Annotated[RateLimiter, Depends(get_limiter)]
+
+
 def current_annotator(
+    request: Request,
     db: DbSession,
     settings: SettingsDep,
+    limiter: Limiter,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Annotator:
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token")
-    return authenticate(db, credentials.credentials, settings.secret_key)
+        raise Unauthorized("missing bearer token")  # not a guess: not counted
+    limit = settings.rate_limit_auth_failures_per_minute
+    # The client address as uvicorn sees it (behind a proxy: run it with --proxy-headers).
+    key = f"auth-fail:{request.client.host if request.client else 'unknown'}"
+    # Past the limit, an address gets no token checks at all until the window ends: refusing
+    # only its failures would still let a correct guess through.
+    if limit and limiter.count(key) >= limit:
+        raise TooManyRequests(
+            "too many failed token checks from this address", retry_after=limiter.retry_after()
+        )
+    try:
+        return authenticate(db, credentials.credentials, settings.secret_key)
+    except Unauthorized:
+        if limit:
+            limiter.hit(key)
+        raise
 
 
 CurrentUser = Annotated[Annotator, Depends(current_annotator)]
@@ -77,3 +102,12 @@ def require_admin(user: CurrentUser) -> Annotator:
 
 Engineer = Annotated[Annotator, Depends(require_engineer)]
 Admin = Annotated[Annotator, Depends(require_admin)]
+
+
+def label_rate_limit(user: CurrentUser, settings: SettingsDep, limiter: Limiter) -> None:
+    """Per annotator, not per token: minting more tokens must not buy more submissions."""
+    limit = settings.rate_limit_labels_per_minute
+    if limit and limiter.hit(f"labels:{user.id}") > limit:
+        raise TooManyRequests(
+            f"more than {limit} label submissions a minute", retry_after=limiter.retry_after()
+        )

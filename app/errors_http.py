@@ -35,6 +35,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body(exc.code, exc.message, jsonable_encoder(exc.detail)),
             status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)

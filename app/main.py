@@ -19,7 +19,9 @@ from app.auth.router import router as auth_router
 from app.core.blobs import BlobStore
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
+from app.core.errors import ERROR_RESPONSES
 from app.core.limits import BodySizeLimit
+from app.core.ratelimit import make_limiter
 from app.core.tasks import CelerySender, TaskSender
 from app.cycles.router import router as cycles_router
 from app.health.router import router as health_router
@@ -58,6 +60,7 @@ def create_app(
     app.state.blobs = BlobStore(settings.blobs)
     app.state.celery = celery
     app.state.task_sender = task_sender or CelerySender(celery)
+    app.state.rate_limiter = make_limiter(settings.broker_url)
 
     errors_http.install(app)
     app.include_router(health_router)
@@ -70,7 +73,7 @@ def create_app(
         queue_router,
         reports_router,
     ):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     if FRONTEND_DIR.is_dir():
         app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))

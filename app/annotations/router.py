@@ -11,8 +11,9 @@ from pydantic import TypeAdapter, ValidationError
 from app.annotations import repository, service
 from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResult, ImportRow
 from app.core.errors import BadRequest, DomainError, Unprocessable
+from app.core.ids import IdPath, IdQuery
 from app.core.pagination import Page, decode_cursor, encode_cursor
-from app.deps import CurrentUser, DbSession, Engineer, SettingsDep
+from app.deps import CurrentUser, DbSession, Engineer, SettingsDep, label_rate_limit
 from app.items.service import get_item
 from app.projects import service as projects
 
@@ -32,7 +33,12 @@ async def _raw_body(request: Request) -> bytes:
     responses={200: {"model": AnnotationOut, "description": "Replay of an idempotency key."}},
 )
 def submit_annotation(
-    item_id: int, body: AnnotationCreate, db: DbSession, actor: CurrentUser, response: Response
+    item_id: IdPath,
+    body: AnnotationCreate,
+    db: DbSession,
+    actor: CurrentUser,
+    response: Response,
+    _limited: Annotated[None, Depends(label_rate_limit)],
 ) -> AnnotationOut:
     item = get_item(db, item_id)
     project = projects.get_visible(db, actor, item.project_id)
@@ -44,11 +50,11 @@ def submit_annotation(
 
 @router.get("/projects/{project_id}/annotations", response_model=Page[AnnotationOut])
 def list_annotations(
-    project_id: int,
+    project_id: IdPath,
     db: DbSession,
     actor: Engineer,
     settings: SettingsDep,
-    item_id: int | None = None,
+    item_id: IdQuery = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
 ) -> Page[AnnotationOut]:
@@ -78,7 +84,7 @@ def list_annotations(
     },
 )
 def import_annotations(
-    project_id: int,
+    project_id: IdPath,
     raw: Annotated[bytes, Depends(_raw_body)],
     request: Request,
     db: DbSession,

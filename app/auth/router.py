@@ -10,6 +10,7 @@ from app.auth.schemas import (
     TokenCreate,
     TokenOut,
 )
+from app.core.ids import IdPath
 from app.deps import Admin, CurrentUser, DbSession, Engineer, SettingsDep
 
 router = APIRouter(tags=["annotators"])
@@ -36,7 +37,7 @@ def list_annotators(db: DbSession, _actor: Engineer) -> list[AnnotatorOut]:
 
 @router.post("/annotators/{annotator_id}/tokens", response_model=TokenOut, status_code=201)
 def create_token(
-    annotator_id: int, body: TokenCreate, db: DbSession, _actor: Admin, settings: SettingsDep
+    annotator_id: IdPath, body: TokenCreate, db: DbSession, _actor: Admin, settings: SettingsDep
 ) -> TokenOut:
     annotator = service.get_annotator(db, annotator_id)
     token, record = service.issue_token(db, annotator, settings.secret_key, label=body.label)
@@ -50,5 +51,5 @@ def create_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, db: DbSession, actor: CurrentUser) -> None:
+def revoke_token(token_id: IdPath, db: DbSession, actor: CurrentUser) -> None:
     service.revoke_token(db, actor, token_id)

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(
         3600, ge=5, description="Redis: seconds before an unacked task is redelivered."
     )
+    rate_limit_labels_per_minute: int = Field(
+        600, ge=0, description="Label submissions per annotator per minute; 0 = no limit."
+    )
+    rate_limit_auth_failures_per_minute: int = Field(
+        30,
+        ge=0,
+        description="Failed token checks per client IP per minute before that IP gets 429 "
+        "(slows token guessing); 0 = no limit.",
+    )
     shard_size: int = Field(
         20_000,
         ge=0,

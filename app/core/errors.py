@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 
 class DomainError(Exception):
     status_code = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, code: str | None = None, detail: Any = None) -> None:
         super().__init__(message)
@@ -56,6 +59,15 @@ class Unprocessable(DomainError):
     code = "invalid"
 
 
+class TooManyRequests(DomainError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, detail={"retry_after": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class ServiceUnavailable(DomainError):
     status_code = 503
     code = "unavailable"
@@ -66,3 +78,32 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     if detail is not None:
         body["detail"] = detail
     return {"error": body}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. `not_found`, `not_leased`.")
+    message: str
+    detail: Any = Field(None, description="Extra data, e.g. validation errors; often absent.")
+
+
+class ErrorBody(BaseModel):
+    """The one error shape, documented so clients (and schema checks) know every 4xx body."""
+
+    error: ErrorDetail
+
+
+_ERROR_STATUSES = {
+    400: "Malformed request (bad JSON, bad cursor, bad upload).",
+    401: "Missing, unknown, revoked or expired token.",
+    403: "The caller's role may not do this.",
+    404: "Not found, or not visible to the caller.",
+    409: "The current state refuses it (lease, budget, duplicate, cycle state).",
+    413: "Request body too large.",
+    415: "Unsupported media type.",
+    422: "The request does not validate.",
+    429: "Too many requests; see Retry-After.",
+}
+# Registered on every API router (``include_router(..., responses=ERROR_RESPONSES)``).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _ERROR_STATUSES.items()
+}

@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 
 from app.core.enums import Role, Split
 from app.core.errors import DomainError, PayloadTooLarge
+from app.core.ids import IdPath
 from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.deps import Blobs, CurrentUser, DbSession, Engineer, SettingsDep
 from app.items import repository, service
@@ -35,7 +36,7 @@ def _media_error(exc: MediaError) -> DomainError:
 
 @router.post("/projects/{project_id}/items", response_model=ItemOut, status_code=201)
 def upload_item(
-    project_id: int,
+    project_id: IdPath,
     db: DbSession,
     actor: Engineer,
     blobs: Blobs,
@@ -60,7 +61,7 @@ def upload_item(
 
 @router.post("/projects/{project_id}/items:bulk", response_model=BulkResult, status_code=201)
 def upload_bulk(
-    project_id: int,
+    project_id: IdPath,
     db: DbSession,
     actor: Engineer,
     blobs: Blobs,
@@ -97,7 +98,7 @@ def upload_bulk(
 
 @router.get("/projects/{project_id}/items", response_model=Page[ItemOut])
 def list_items(
-    project_id: int,
+    project_id: IdPath,
     db: DbSession,
     actor: Engineer,
     settings: SettingsDep,
@@ -117,7 +118,7 @@ def list_items(
 
 
 @router.get("/items/{item_id}", response_model=ItemOut)
-def get_item(item_id: int, db: DbSession, actor: CurrentUser) -> ItemOut:
+def get_item(item_id: IdPath, db: DbSession, actor: CurrentUser) -> ItemOut:
     item = service.get_item(db, item_id)
     projects.get_visible(db, actor, item.project_id)
     if actor.role is Role.annotator and item.split is Split.test:
@@ -130,7 +131,7 @@ def get_item(item_id: int, db: DbSession, actor: CurrentUser) -> ItemOut:
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
 )
-def get_payload(item_id: int, db: DbSession, actor: CurrentUser, blobs: Blobs) -> FileResponse:
+def get_payload(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs) -> FileResponse:
     item = service.get_item(db, item_id)
     projects.get_visible(db, actor, item.project_id)
     return FileResponse(

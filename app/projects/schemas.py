@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.core.enums import ProjectKind
+from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
@@ -37,10 +38,11 @@ class _ProjectSettings(BaseModel):
 
     strategy_params: dict[str, Any] | None = None
     labels_per_item: int | None = Field(None, ge=1, le=100)
-    label_budget: int | None = Field(None, ge=0)
+    # Upper bounds: the columns are 32-bit INTEGER on Postgres (a larger value was a 500).
+    label_budget: int | None = Field(None, ge=0, le=2**31 - 1)
     batch_size: int | None = Field(None, ge=1, le=100_000)
-    relabel_budget: int | None = Field(None, ge=0)
-    finetune_every: int | None = Field(None, ge=1)
+    relabel_budget: int | None = Field(None, ge=0, le=2**31 - 1)
+    finetune_every: int | None = Field(None, ge=1, le=2**31 - 1)
     auto_advance: bool | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
@@ -107,4 +109,4 @@ class ProjectOut(BaseModel):
 
 
 class MemberAdd(BaseModel):
-    annotator_id: int
+    annotator_id: IdField

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.core.ids import IdPath
 from app.deps import CurrentUser, DbSession, SettingsDep
 from app.projects import service as projects
 from app.queue import service
@@ -11,7 +12,9 @@ router = APIRouter(tags=["queue"])
 
 
 @router.get("/projects/{project_id}/next", response_model=NextOut)
-def next_item(project_id: int, db: DbSession, actor: CurrentUser, settings: SettingsDep) -> NextOut:
+def next_item(
+    project_id: IdPath, db: DbSession, actor: CurrentUser, settings: SettingsDep
+) -> NextOut:
     """Lease the next queued item to the caller (or return the one they already hold).
 
     Not a pure read: it creates a lease. Asking again while holding one returns the same lease.
@@ -21,13 +24,15 @@ def next_item(project_id: int, db: DbSession, actor: CurrentUser, settings: Sett
 
 
 @router.post("/leases/{lease_id}/skip", status_code=204)
-def skip(lease_id: int, db: DbSession, actor: CurrentUser) -> None:
+def skip(lease_id: IdPath, db: DbSession, actor: CurrentUser) -> None:
     """Give the item back without labelling it; the caller is not offered it again."""
     service.skip(db, actor, lease_id)
 
 
 @router.post("/projects/{project_id}/annotations:undo", response_model=NextOut)
-def undo_last(project_id: int, db: DbSession, actor: CurrentUser, settings: SettingsDep) -> NextOut:
+def undo_last(
+    project_id: IdPath, db: DbSession, actor: CurrentUser, settings: SettingsDep
+) -> NextOut:
     """Retract the caller's last label in this project and lease that item back to them."""
     project = projects.get_visible(db, actor, project_id)
     return service.undo_last(db, actor, project, settings.lease_seconds)

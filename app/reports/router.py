@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
 from app.core.enums import Role
+from app.core.ids import IdPath
 from app.deps import CurrentUser, DbSession, Engineer
 from app.projects import service as projects
 from app.reports import export
@@ -19,7 +20,7 @@ _MEDIA = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x
 
 
 @router.get("/projects/{project_id}/progress", response_model=Progress)
-def get_progress(project_id: int, db: DbSession, actor: CurrentUser) -> Progress:
+def get_progress(project_id: IdPath, db: DbSession, actor: CurrentUser) -> Progress:
     """Budget, queue and speed. Annotators see only their own line of the per-person table."""
     report = progress(db, projects.get_visible(db, actor, project_id))
     if actor.role is Role.annotator:
@@ -33,7 +34,7 @@ def get_progress(project_id: int, db: DbSession, actor: CurrentUser) -> Progress
     responses={200: {"content": {m: {} for m in _MEDIA.values()}}},
 )
 def export_labels(
-    project_id: int,
+    project_id: IdPath,
     db: DbSession,
     actor: Engineer,
     format: Literal["csv", "json", "jsonl"] = "jsonl",

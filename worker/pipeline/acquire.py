@@ -11,13 +11,14 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.core.enums import CycleState
 from app.core.tasks import TaskSender
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
 from worker.ml.evaluation import evaluate
-from worker.ml.models import build_model
+from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
@@ -109,20 +110,12 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         return "cancelled while training"
 
     t0 = time.perf_counter()
-    if budget == 0 or len(inputs.candidates) == 0:
-        selection = Selection(np.zeros(0, np.int64), np.zeros(len(inputs.candidates)))
-    else:
-        ctx = ScoringContext(
-            model=model,
-            pool=pool,
-            labelled=LoaderPool(dataset_of(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
-            if len(inputs.labelled)
-            else None,
-            device=device,
-            seed=inputs.seed,
-            batch_size=SCORE_BATCH,
-        )
-        selection = strategy.select(ctx, budget)
+    labelled_pool = (
+        LoaderPool(dataset_of(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
+        if len(inputs.labelled)
+        else None
+    )
+    selection = select_batch(strategy, model, pool, labelled_pool, device, inputs.seed, budget)
     timings["score_s"] = time.perf_counter() - t0
     scores_blob = rt.blobs.put(shards.scores_bytes(inputs.candidates, selection))
     item_ids = [inputs.candidates.ids[int(i)] for i in selection.indices]
@@ -145,6 +138,33 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         return "cancelled while scoring"
     log.info("cycle %s queued %d items", inputs.cycle_id, len(item_ids))
     return f"queued {len(item_ids)} items"
+
+
+def select_batch(
+    strategy: Strategy,
+    model: Classifier,
+    pool: LoaderPool,
+    labelled: LoaderPool | None,
+    device: torch.device,
+    seed: int,
+    budget: int,
+) -> Selection:
+    """Score the candidate ``pool`` (N items) in-process and pick ``budget`` of them.
+
+    Pure (no DB, no blobs): the simulation harness (``worker/sim/direct.py``) calls it too, so
+    a simulated cycle selects exactly what a worker's cycle selects.
+    """
+    if budget == 0 or len(pool) == 0:
+        return Selection(np.zeros(0, np.int64), np.zeros(len(pool)))
+    ctx = ScoringContext(
+        model=model,
+        pool=pool,
+        labelled=labelled,
+        device=device,
+        seed=seed,
+        batch_size=SCORE_BATCH,
+    )
+    return strategy.select(ctx, budget)
 
 
 def _shard_plan(
@@ -176,4 +196,4 @@ def _batch_budget(inputs: CycleInputs) -> int:
     return min(inputs.batch_size, inputs.labels_remaining // max(inputs.labels_per_item, 1))
 
 
-__all__ = ["run_acquire_cycle"]
+__all__ = ["run_acquire_cycle", "select_batch"]

@@ -1,0 +1,107 @@
+"""Fixed-window rate limits: per annotator on label submission, per client IP on failed
+token checks (to slow token guessing).
+
+Redis counters (INCR + EXPIRE on one key per window) when the broker is Redis, so every API
+process shares one count; an in-process counter on the embedded setup (one API process).
+A fixed window is a dozen lines and needs no new dependency; the `limits` library would add
+sliding windows we do not need. If Redis fails, the limiter lets requests through (logged):
+a Redis blip must not stop labelling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+
+log = logging.getLogger(__name__)
+WINDOW_SECONDS = 60
+
+
+class RateLimiter(Protocol):
+    def hit(self, key: str) -> int:
+        """Count one event for ``key`` in the current window; return the new count."""
+
+    def count(self, key: str) -> int:
+        """Events for ``key`` in the current window."""
+
+    def retry_after(self) -> int:
+        """Whole seconds until the current window ends (at least 1)."""
+
+
+class _Window:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+
+    def window(self) -> int:
+        return int(self.clock() // WINDOW_SECONDS)
+
+    def retry_after(self) -> int:
+        end = (self.window() + 1) * WINDOW_SECONDS
+        return max(1, math.ceil(end - self.clock()))
+
+
+class MemoryLimiter(_Window):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self._lock = threading.Lock()  # sync routes run in a thread pool
+        self._counts: dict[str, int] = {}
+        self._current = self.window()
+
+    def _roll(self) -> None:
+        # Called under the lock: a new window forgets every old count (bounded memory).
+        now = self.window()
+        if now != self._current:
+            self._counts.clear()
+            self._current = now
+
+    def hit(self, key: str) -> int:
+        with self._lock:
+            self._roll()
+            self._counts[key] = self._counts.get(key, 0) + 1
+            return self._counts[key]
+
+    def count(self, key: str) -> int:
+        with self._lock:
+            self._roll()
+            return self._counts.get(key, 0)
+
+
+class RedisLimiter(_Window):
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self.redis = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    def _key(self, key: str) -> str:
+        return f"annoloop:ratelimit:{key}:{self.window()}"
+
+    def hit(self, key: str) -> int:
+        name = self._key(key)
+        try:
+            pipe = self.redis.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, WINDOW_SECONDS * 2, nx=True)  # outlives its window, then goes
+            count, _ = pipe.execute()
+            return int(count)
+        except redis.RedisError:
+            log.warning("rate limiter: Redis unavailable, not limiting", exc_info=True)
+            return 0
+
+    def count(self, key: str) -> int:
+        try:
+            value = self.redis.get(self._key(key))
+        except redis.RedisError:
+            log.warning("rate limiter: Redis unavailable, not limiting", exc_info=True)
+            return 0
+        return int(value) if value else 0
+
+
+def make_limiter(broker_url: str) -> RateLimiter:
+    if broker_url.startswith(("redis://", "rediss://")):
+        return RedisLimiter(broker_url)
+    return MemoryLimiter()

@@ -1,0 +1,84 @@
+"""The loop on the engine alone: the steps a worker's acquisition cycle runs
+(``worker/pipeline/acquire.py``), on in-memory arrays instead of the database and blobs.
+
+Same order of items as the service (pool rows in upload order = item-id order), same soft
+targets, same seeds, same scoring batch and candidate subsetting (``select_batch`` is the
+worker's own), so a run here selects what the API path selects.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from worker.ml.data import ArrayDataset, LoaderPool, soft_targets
+from worker.ml.device import resolve_device
+from worker.ml.evaluation import evaluate
+from worker.ml.models import build_model
+from worker.ml.spec import ModelSpec
+from worker.ml.strategies import get_strategy
+from worker.ml.training import TrainConfig, train
+from worker.pipeline.acquire import select_batch
+from worker.pipeline.common import SCORE_BATCH
+from worker.sim.oracle import make_oracle
+from worker.sim.protocol import Arrays, Protocol, cycle_seed, setup
+from worker.sim.record import CycleRecord, RunRecord
+
+
+def run_direct(
+    protocol: Protocol, strategy_name: str, seed: int, arrays: Arrays | None = None
+) -> RunRecord:
+    """One (strategy, seed) run; pass ``arrays`` to load the data file once for many runs."""
+    s = setup(protocol, seed, arrays)
+    arrays = s.arrays
+    oracle = make_oracle(protocol.oracle, arrays.labels, arrays.counts, seed)
+    spec = ModelSpec.from_dict({**protocol.model, "num_classes": protocol.num_classes})
+    device = resolve_device()
+    shape = spec.input_shape
+
+    # votes per pool position; a row with a vote is labelled, as in snapshot.load_inputs
+    pos = {int(row): i for i, row in enumerate(s.pool)}
+    votes = np.zeros((len(s.pool), protocol.num_classes), np.int64)
+    for row in s.initial:
+        votes[pos[int(row)], oracle.answer(int(row))] += 1
+    test_pool = LoaderPool(ArrayDataset(arrays.images[s.test], input_shape=shape), SCORE_BATCH)
+    test_labels = arrays.labels[s.test]
+
+    record = RunRecord(protocol.name, "direct", strategy_name, seed)
+    for k in range(protocol.cycles + 1):
+        cseed = cycle_seed(seed, k)
+        has = votes.sum(axis=1) > 0
+        labelled, candidates = s.pool[has], s.pool[~has]
+        strategy = get_strategy(strategy_name, **protocol.strategy_params())
+        pool = LoaderPool(ArrayDataset(arrays.images[candidates], input_shape=shape), SCORE_BATCH)
+        timings: dict[str, float] = {}
+
+        t0 = time.perf_counter()
+        model = build_model(spec, seed=cseed)
+        train_set = ArrayDataset(
+            arrays.images[labelled], soft_targets(votes[has]), input_shape=shape
+        )
+        config = TrainConfig.from_hparams(spec.hparams)
+        cb = strategy.epoch_callback(pool)
+        train(model, train_set, config, seed=cseed, device=device, epoch_callback=cb)
+        timings["train_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        accuracy = float(evaluate(model, test_pool, test_labels, device)["accuracy"])
+        timings["evaluate_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        labelled_pool = LoaderPool(
+            ArrayDataset(arrays.images[labelled], input_shape=shape), SCORE_BATCH
+        )
+        selection = select_batch(
+            strategy, model, pool, labelled_pool, device, cseed, protocol.batch_size
+        )
+        timings["score_s"] = time.perf_counter() - t0
+        selected = [int(candidates[int(i)]) for i in selection.indices]
+        record.cycles.append(CycleRecord(k, int(votes.sum()), accuracy, selected, timings))
+        if k < protocol.cycles:  # the last cycle's queue is left unlabelled
+            for row in selected:
+                votes[pos[row], oracle.answer(row)] += 1
+    return record

@@ -1,0 +1,168 @@
+"""What a simulated active-learning run does: data, split, initial labels, loop and model.
+
+Everything random here is keyed by a seed, so the direct and the API path build the same pool,
+test split and initial labels for the same (protocol, seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEMO = "demo"  # the MNIST digits shipped in the package (app/demo/mnist_demo.npz)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """An ``.npz`` and which arrays to read; ``path == "demo"`` = the package's demo digits."""
+
+    path: str = DEMO
+    images: str = "images"  # uint8, (N, H, W) or (N, H, W, 3)
+    labels: str = "labels"  # (N,) true class
+    counts: str | None = None  # (N, C) crowd votes, for the crowd oracle (e.g. CIFAR-10H)
+
+
+@dataclass(frozen=True)
+class Arrays:
+    images: np.ndarray
+    labels: np.ndarray  # (N,) int64
+    counts: np.ndarray | None  # (N, C) int64 or None
+
+
+def load_arrays(source: DataSource) -> Arrays:
+    # The demo file is read without importing app.demo.seed, which pulls in the web app.
+    if source.path == DEMO:
+        with resources.files("app.demo").joinpath("mnist_demo.npz").open("rb") as fh:
+            data = dict(np.load(fh))
+    else:
+        with np.load(Path(source.path)) as npz:
+            data = {k: npz[k] for k in npz.files}
+    counts = data[source.counts].astype(np.int64) if source.counts else None
+    return Arrays(data[source.images], data[source.labels].astype(np.int64), counts)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One experiment: every strategy x seed runs ``cycles`` acquisition rounds.
+
+    A run trains ``cycles + 1`` models: on the initial labels, then after each round of
+    ``batch_size`` new labels, so accuracy is reported at ``initial + k * batch_size`` labels.
+    """
+
+    name: str
+    data: DataSource
+    pool_size: int
+    test_size: int
+    split_seed: int  # pool / test split, the same for every run seed
+    initial_per_class: int  # stratified initial labels, drawn with the run seed
+    batch_size: int
+    cycles: int
+    model: dict[str, Any]  # ModelSpecIn: {"name", "input_shape", "hparams"}
+    num_classes: int = 10
+    candidates: int | None = None  # score a seeded random subset of the unlabelled pool
+    oracle: str = "exact"  # "exact" (true label) or "crowd" (a draw from data.counts)
+    strategies: tuple[str, ...] = ("random", "entropy")
+    seeds: tuple[int, ...] = (0,)
+
+    def with_overrides(self, **changes: Any) -> Protocol:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def strategy_params(self) -> dict[str, Any]:
+        return {} if self.candidates is None else {"candidates": self.candidates}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The concrete run inputs; indices are rows of the data file."""
+
+    pool: np.ndarray  # (P,) sorted data rows: upload order, hence item-id order, in the API
+    test: np.ndarray  # (T,) sorted data rows
+    initial: np.ndarray  # (I,) sorted data rows, a subset of ``pool``
+    arrays: Arrays = field(repr=False)
+
+
+def setup(protocol: Protocol, seed: int, arrays: Arrays | None = None) -> Setup:
+    arrays = arrays if arrays is not None else load_arrays(protocol.data)
+    n = len(arrays.labels)
+    if protocol.pool_size + protocol.test_size > n:
+        raise ValueError(f"{protocol.name}: pool + test exceed the {n} items of the data file")
+    perm = np.random.default_rng(protocol.split_seed).permutation(n)
+    pool = np.sort(perm[: protocol.pool_size])
+    test = np.sort(perm[protocol.pool_size : protocol.pool_size + protocol.test_size])
+    rng = np.random.default_rng([seed, 1])  # keyed by the run seed, apart from cycle seeds
+    initial = []
+    for c in range(protocol.num_classes):
+        members = pool[arrays.labels[pool] == c]
+        take = min(protocol.initial_per_class, len(members))
+        initial.extend(rng.choice(members, size=take, replace=False).tolist())
+    return Setup(pool, test, np.sort(np.asarray(initial, dtype=np.int64)), arrays)
+
+
+def cycle_seed(seed: int, cycle: int) -> int:
+    """The seed of cycle ``cycle`` (0-based) of run ``seed``: model init, shuffling, scoring."""
+    return seed * 1000 + cycle
+
+
+_MNIST_CNN = {"name": "small_cnn", "input_shape": [1, 28, 28]}
+
+PROTOCOLS: dict[str, Protocol] = {
+    # The noise-stability paper's MNIST protocol (issue 7); results in docs/results.md.
+    "mnist": Protocol(
+        name="mnist",
+        data=DataSource("../shared/data/mnist10k.npz"),
+        pool_size=8000,
+        test_size=2000,
+        split_seed=0,
+        initial_per_class=2,
+        batch_size=20,
+        cycles=10,
+        model={**_MNIST_CNN, "hparams": {"epochs": 50, "batch_size": 96, "lr": 1e-3}},
+        candidates=1000,
+        strategies=(
+            "random",
+            "entropy",
+            "margin",
+            "bald",
+            "coreset",
+            "noise_stability",
+            "expected_gradnorm",
+            "entropy_gradnorm",
+            "dispersion",
+        ),
+        seeds=(0, 1, 2),
+    ),
+    # Minutes on a laptop CPU: the package's demo digits, a few short cycles.
+    "mnist-fast": Protocol(
+        name="mnist-fast",
+        data=DataSource(DEMO),
+        pool_size=1500,
+        test_size=500,
+        split_seed=0,
+        initial_per_class=2,
+        batch_size=20,
+        cycles=4,
+        model={**_MNIST_CNN, "hparams": {"epochs": 15, "batch_size": 16, "lr": 1e-3}},
+        candidates=500,
+        strategies=("random", "entropy", "margin"),
+        seeds=(0, 1),
+    ),
+    # Seconds: what the tests drive through both paths.
+    "tiny": Protocol(
+        name="tiny",
+        data=DataSource(DEMO),
+        pool_size=300,
+        test_size=100,
+        split_seed=0,
+        initial_per_class=2,
+        batch_size=10,
+        cycles=2,
+        model={**_MNIST_CNN, "hparams": {"epochs": 6, "batch_size": 16}},
+        candidates=200,
+        strategies=("entropy", "random"),
+        seeds=(0,),
+    ),
+}
