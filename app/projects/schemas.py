@@ -28,8 +28,14 @@ class ModelSpecIn(BaseModel):
             raise ValueError(f"{self.name} takes an input_shape of {expected} dimension(s)")
         if self.name == "resnet18" and self.input_shape[0] != 3:
             raise ValueError("resnet18 takes colour images: input_shape (3, H, W)")
-        if self.name == "small_cnn" and self.input_shape != [1, 28, 28]:
-            raise ValueError("small_cnn takes 28×28 grey images: input_shape (1, 28, 28)")
+        if self.name == "small_cnn":
+            # The worker converts and resizes each image to this shape; two poolings need >= 12.
+            channels, height, width = self.input_shape
+            if channels not in (1, 3) or min(height, width) < 12 or max(height, width) > 512:
+                raise ValueError(
+                    "small_cnn takes grey or colour images of 12 to 512 pixels a side: "
+                    "input_shape (1 or 3, H, W), e.g. (1, 28, 28) for MNIST"
+                )
         return self
 
 

@@ -43,6 +43,10 @@ def test_invalid_projects_are_refused(app_client: TestClient, accounts: Accounts
             "classes": CLASSES,
             "model_spec": {"name": "resnet18", "input_shape": [1, 28, 28]},
         },
+        *(
+            {"name": "x", "classes": CLASSES, "model_spec": {"name": "small_cnn", "input_shape": s}}
+            for s in ([2, 28, 28], [1, 8, 28], [3, 32, 4096])
+        ),
     ]
     for body in bad:
         r = app_client.post("/api/v1/projects", json=body, headers=h)
@@ -56,6 +60,13 @@ def test_invalid_projects_are_refused(app_client: TestClient, accounts: Accounts
     )
     assert dup.status_code == 409
     assert dup.json()["error"]["code"] == "duplicate_name"
+    colour = {"name": "small_cnn", "input_shape": [3, 32, 32]}  # CIFAR-sized, converted by worker
+    r = app_client.post(
+        "/api/v1/projects",
+        json={"name": "colour", "classes": CLASSES, "model_spec": colour},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
 
 
 def test_visibility_follows_membership(app_client: TestClient, accounts: Accounts) -> None:
