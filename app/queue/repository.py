@@ -42,17 +42,22 @@ def expire_stale(db: Session, now: datetime) -> int:
     return len(stale)
 
 
-def held_lease(db: Session, project_id: int, annotator_id: int, now: datetime) -> Lease | None:
-    return db.scalar(
-        select(Lease)
-        .where(
-            Lease.project_id == project_id,
-            Lease.annotator_id == annotator_id,
-            Lease.released_at.is_(None),
-            Lease.expires_at > now,
+def held_leases(
+    db: Session, project_id: int, annotator_id: int, now: datetime, limit: int
+) -> list[Lease]:
+    """The annotator's live leases in this project, oldest first."""
+    return list(
+        db.scalars(
+            select(Lease)
+            .where(
+                Lease.project_id == project_id,
+                Lease.annotator_id == annotator_id,
+                Lease.released_at.is_(None),
+                Lease.expires_at > now,
+            )
+            .order_by(Lease.id)
+            .limit(limit)
         )
-        .order_by(Lease.id)
-        .limit(1)
     )
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.core.ids import IdPath
 from app.deps import CurrentUser, DbSession, SettingsDep
@@ -13,14 +15,20 @@ router = APIRouter(tags=["queue"])
 
 @router.get("/projects/{project_id}/next", response_model=NextOut)
 def next_item(
-    project_id: IdPath, db: DbSession, actor: CurrentUser, settings: SettingsDep
+    project_id: IdPath,
+    db: DbSession,
+    actor: CurrentUser,
+    settings: SettingsDep,
+    ahead: Annotated[
+        int, Query(ge=0, le=1, description="1: also lease the item after this one (prefetch).")
+    ] = 0,
 ) -> NextOut:
     """Lease the next queued item to the caller (or return the one they already hold).
 
     Not a pure read: it creates a lease. Asking again while holding one returns the same lease.
     """
     project = projects.get_visible(db, actor, project_id)
-    return service.next_item(db, actor, project, settings.lease_seconds)
+    return service.next_item(db, actor, project, settings.lease_seconds, ahead)
 
 
 @router.post("/leases/{lease_id}/skip", status_code=204)

@@ -18,12 +18,21 @@ class LeaseOut(BaseModel):
     created_at: datetime
 
 
+class AheadOut(BaseModel):
+    """The item after the current one, already leased to the caller (``next?ahead=1``)."""
+
+    lease: LeaseOut
+    item: ItemOut
+    cycle_id: int | None = None
+
+
 class NextOut(BaseModel):
     """What an annotator should do now.
 
     ``leased``: label ``item`` before ``lease.expires_at``. ``queue_empty``: nothing to label
     until the next cycle queues items (``cycle_state`` says whether one is running).
-    ``budget_spent``: the project's label budget is used up.
+    ``budget_spent``: the project's label budget is used up. ``ahead``: with ``?ahead=1``,
+    the next item, leased too, when there is one.
     """
 
     status: Literal["leased", "queue_empty", "budget_spent"]
@@ -31,3 +40,4 @@ class NextOut(BaseModel):
     item: ItemOut | None = None
     cycle_id: int | None = None
     cycle_state: str | None = None
+    ahead: AheadOut | None = None

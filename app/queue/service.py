@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.annotations.models import Annotation
 from app.annotations.votes import summarise
@@ -26,15 +27,44 @@ from app.items.schemas import ItemOut
 from app.projects.models import Project
 from app.queue import repository
 from app.queue.models import Lease, QueueEntry
-from app.queue.schemas import LeaseOut, NextOut
+from app.queue.schemas import AheadOut, LeaseOut, NextOut
 
 
-def next_item(db: Session, actor: Annotator, project: Project, lease_seconds: int) -> NextOut:
+def next_item(
+    db: Session, actor: Annotator, project: Project, lease_seconds: int, ahead: int = 0
+) -> NextOut:
+    """The item to label now; with ``ahead=1`` also the one after it, leased already so the
+    page can load its image while the current one is shown (a prefetch that is a real lease:
+    nobody else can be handed that slot in between)."""
     now = utcnow()
     repository.expire_stale(db, now)
-    held = repository.held_lease(db, project.id, actor.id, now)
-    if held is not None:  # asking again (a reload, a retry) gives back the same item
-        return _leased(db, held)
+    # Asking again (a reload, a retry) gives back the same items, oldest lease first.
+    leases = repository.held_leases(db, project.id, actor.id, now, limit=1 + ahead)
+    refusal: NextOut | None = None
+    while len(leases) < 1 + ahead:
+        got = _lease_another(db, actor, project, lease_seconds)
+        if isinstance(got, NextOut):
+            refusal = got
+            break
+        leases.append(got)
+    if not leases:
+        assert refusal is not None
+        return refusal
+    out = _leased(db, leases[0])
+    if len(leases) > 1:
+        following = _leased(db, leases[1])
+        assert following.lease is not None
+        assert following.item is not None
+        out.ahead = AheadOut(
+            lease=following.lease, item=following.item, cycle_id=following.cycle_id
+        )
+    return out
+
+
+def _lease_another(
+    db: Session, actor: Annotator, project: Project, lease_seconds: int
+) -> Lease | NextOut:
+    """A new lease on the best free slot, or why there is none."""
     if project.budget is not None and (
         project.labels_spent + repository.open_leases(db, project.id) >= project.budget
     ):
@@ -47,7 +77,7 @@ def next_item(db: Session, actor: Annotator, project: Project, lease_seconds: in
             cycle_id=current.id if current else None,
             cycle_state=current.state.value if current else None,
         )
-    return _leased(db, _new_lease(db, actor, entry, lease_seconds))
+    return _new_lease(db, actor, entry, lease_seconds)
 
 
 def _new_lease(db: Session, actor: Annotator, entry: QueueEntry, lease_seconds: int) -> Lease:
@@ -124,10 +154,15 @@ def spend_budget(db: Session, project: Project, n: int = 1) -> None:
     column = Project.relabel_budget if project.kind is ProjectKind.clean else Project.label_budget
     if n > 0 and project.budget is not None:
         stmt = stmt.where(Project.labels_spent + n <= column)
-    result = db.execute(stmt.values(labels_spent=Project.labels_spent + n))
-    if not result.rowcount:  # type: ignore[attr-defined]
+    # RETURNING instead of a refresh: the project row stays locked until the commit, so
+    # every round trip after this update lengthens the queue of concurrent submits.
+    spent = db.execute(
+        stmt.values(labels_spent=Project.labels_spent + n).returning(Project.labels_spent),
+        execution_options={"synchronize_session": False},
+    ).scalar()
+    if spent is None:
         raise Conflict("the project's label budget is spent", code="budget_spent")
-    db.refresh(project, ["labels_spent"])
+    set_committed_value(project, "labels_spent", spent)
 
 
 def skip(db: Session, actor: Annotator, lease_id: int) -> None:

@@ -132,7 +132,9 @@ async function loadNext({ quiet = false } = {}) {
   let out;
   let now;
   try {
-    const response = await request("GET", `/projects/${projectId}/next`, { raw: true });
+    // ahead=1: the server leases the item after this one too, so its image loads while
+    // this one is labelled and the next item appears at once.
+    const response = await request("GET", `/projects/${projectId}/next?ahead=1`, { raw: true });
     now = serverNow(response);
     out = await response.json();
   } catch (err) {
@@ -172,6 +174,8 @@ async function applyNext(out, now) {
     select(null);
     stage.dataset.itemId = out.item.id;
     stage.dataset.leaseId = out.lease.id;
+    stage.dataset.aheadItemId = out.ahead ? out.ahead.item.id : "";
+    if (out.ahead) imageFor(out.ahead.item.id).catch(() => {}); // a failure retries when shown
     setPhase("leased");
     tick();
     return;

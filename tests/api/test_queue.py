@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -57,6 +58,39 @@ def test_leases_follow_rank_and_are_sticky(
     assert nxt["item"]["id"] == items[2]
     assert _label(app_client, accounts, items[2], "annotator") == 201
     assert lease_next(app_client, accounts, pid, "annotator")["status"] == "queue_empty"
+
+
+def test_ahead_leases_the_following_item_too(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    pid, items, cycle = _project(app_client, accounts, factory, n=3)
+
+    def ahead(who: str) -> dict[str, Any]:
+        r = app_client.get(
+            f"/api/v1/projects/{pid}/next", params={"ahead": 1}, headers=accounts.h(who)
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    first = ahead("annotator")
+    assert first["item"]["id"] == items[0]
+    assert first["ahead"]["item"]["id"] == items[1]
+    assert first["ahead"]["cycle_id"] == cycle
+    assert ahead("annotator") == first  # a reload takes nothing more
+    plain = lease_next(app_client, accounts, pid, "annotator")
+    assert (plain["lease"], plain["ahead"]) == (first["lease"], None)
+    # The prefetched slot is really held: the next person gets the third item.
+    assert lease_next(app_client, accounts, pid, "outsider")["item"]["id"] == items[2]
+    assert _label(app_client, accounts, items[0], "annotator") == 201
+    second = ahead("annotator")
+    assert second["lease"] == first["ahead"]["lease"]
+    assert second["ahead"] is None  # nothing left to prefetch
+    with factory() as db:
+        open_leases = db.scalars(select(Lease).where(Lease.released_at.is_(None))).all()
+        assert sorted(lease.item_id for lease in open_leases) == [items[1], items[2]]
+        assert sum(e.leases_open for e in db.scalars(select(QueueEntry))) == 2
+    r = app_client.get(f"/api/v1/projects/{pid}/next?ahead=2", headers=accounts.h("annotator"))
+    assert r.status_code == 422
 
 
 def test_several_labels_per_item_go_to_different_annotators(

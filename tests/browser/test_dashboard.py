@@ -36,7 +36,8 @@ def test_engineer_starts_next_cycle_and_sees_accuracy_and_scores(
     with demo.api() as c:
         second = call(c, "POST", "/annotators", json={"name": "second-annotator"})
     add_member(demo, pid, second["token"])
-    label_queue_via_api(demo, pid, demo.annotator, limit=1)  # e.g. a lease held from before
+    # The page's leases held from before: the item shown and the one prefetched after it.
+    label_queue_via_api(demo, pid, demo.annotator, limit=2)
     label_queue_via_api(demo, pid, second["token"])
     wait_for_cycle(demo, pid, 1, "completed", timeout=60)
 
