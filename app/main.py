@@ -20,6 +20,7 @@ from app.core.blobs import BlobStore
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
 from app.core.errors import ERROR_RESPONSES
+from app.core.inflight import InFlightLimit
 from app.core.limits import BodySizeLimit
 from app.core.ratelimit import make_limiter
 from app.core.tasks import CelerySender, TaskSender
@@ -77,6 +78,7 @@ def create_app(
     if FRONTEND_DIR.is_dir():
         app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))
+    app.add_middleware(InFlightLimit)
     install_observability(app, settings)  # last: request ids, /metrics, access log
     return app
 

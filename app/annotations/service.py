@@ -70,7 +70,7 @@ def submit(
     entry_done = queue.record_label(db, project, lease, entry, repository.live_votes(db, item.id))
     # Last, so the project row (the budget counter) is locked only until the commit.
     queue.spend_budget(db, project)
-    if entry_done and cycle_repo.open_entries(db, entry.cycle_id) == 0:
+    if entry_done and not cycle_repo.has_open_entry(db, project.id, entry.cycle_id):
         send_after_commit(db, ADVANCE_TASK, [project.id], "default")
     elif project.finetune_every and project.labels_spent % project.finetune_every == 0:
         # Cleaning: re-rank with a fine-tuned model every b labels, in the worker.

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from app.auth.models import Annotator, ApiToken
 
 
 def token_by_hash(db: Session, token_hash: str) -> ApiToken | None:
-    return db.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
+    # Every request authenticates: one query for the token and its owner, not two.
+    stmt = select(ApiToken).options(joinedload(ApiToken.annotator))
+    return db.scalar(stmt.where(ApiToken.token_hash == token_hash))
 
 
 def annotator_by_name(db: Session, name: str) -> Annotator | None:

@@ -7,10 +7,16 @@ the same content twice is harmless.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+from app.core.errors import InsufficientStorage
+
+# Out of space or over quota: the caller's request is refused, nothing else is wrong.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class BlobStore:
@@ -27,16 +33,22 @@ class BlobStore:
         target = self.path(digest)
         if target.exists():
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        except OSError as exc:
+            _refuse_if_full(exc)
+            raise
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                _refuse_if_full(exc)
             raise
         return digest
 
@@ -45,3 +57,11 @@ class BlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
+
+
+def _refuse_if_full(exc: OSError) -> None:
+    """A full disk becomes a 507 the client can act on; any other OSError goes on as is."""
+    if exc.errno in _FULL:
+        raise InsufficientStorage(
+            "the blob store is out of disk space; nothing was stored", code="storage_full"
+        ) from exc

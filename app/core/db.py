@@ -81,6 +81,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # Connections past pool_size are closed on return: the pool must cover the requests in
+    # flight (at most 8 per API process, app/core/inflight.py) or a Postgres backend is
+    # opened and closed on most requests under load.
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)

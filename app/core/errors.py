@@ -73,6 +73,11 @@ class ServiceUnavailable(DomainError):
     code = "unavailable"
 
 
+class InsufficientStorage(DomainError):
+    status_code = 507
+    code = "storage_full"
+
+
 def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": message}
     if detail is not None:
@@ -102,8 +107,13 @@ _ERROR_STATUSES = {
     415: "Unsupported media type.",
     422: "The request does not validate.",
     429: "Too many requests; see Retry-After.",
+    503: "The database is unreachable; see Retry-After.",
 }
 # Registered on every API router (``include_router(..., responses=ERROR_RESPONSES)``).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text} for status, text in _ERROR_STATUSES.items()
+}
+# Only routes that write blobs can fill the disk.
+STORAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    507: {"model": ErrorBody, "description": "The blob store's disk is full; nothing was stored."}
 }

@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
 from app.core.enums import Role, Split
-from app.core.errors import DomainError, PayloadTooLarge
+from app.core.errors import STORAGE_RESPONSES, DomainError, PayloadTooLarge
 from app.core.ids import IdPath
 from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.deps import Blobs, CurrentUser, DbSession, Engineer, SettingsDep
@@ -34,7 +34,12 @@ def _media_error(exc: MediaError) -> DomainError:
     return err
 
 
-@router.post("/projects/{project_id}/items", response_model=ItemOut, status_code=201)
+@router.post(
+    "/projects/{project_id}/items",
+    response_model=ItemOut,
+    status_code=201,
+    responses=STORAGE_RESPONSES,
+)
 def upload_item(
     project_id: IdPath,
     db: DbSession,
@@ -59,7 +64,12 @@ def upload_item(
     return ItemOut.model_validate(item)
 
 
-@router.post("/projects/{project_id}/items:bulk", response_model=BulkResult, status_code=201)
+@router.post(
+    "/projects/{project_id}/items:bulk",
+    response_model=BulkResult,
+    status_code=201,
+    responses=STORAGE_RESPONSES,
+)
 def upload_bulk(
     project_id: IdPath,
     db: DbSession,

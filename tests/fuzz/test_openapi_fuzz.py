@@ -34,7 +34,7 @@ from app.core.db import make_engine, make_session_factory
 from app.core.enums import Role
 from app.main import create_app
 from tests.api.helpers import CLASSES, SMALL_CNN, open_batch, png_bytes
-from tests.backends import fresh_sqlite
+from tests.backends import BACKENDS, fresh_database
 
 # ~10 s on 2 cores; 40/20 was run once while writing this, also clean.
 EXAMPLES = {GenerationMode.POSITIVE: 10, GenerationMode.NEGATIVE: 5}
@@ -60,10 +60,14 @@ class _Sender:
         pass
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """The same run on each test database: Postgres is what production answers from, and
+    its driver refuses values (out-of-range integers, NUL bytes in text) that SQLite stores."""
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    with fresh_sqlite(tmp) as url:
+    with fresh_database(str(request.param), tmp) as url:
         cfg = Settings(environment="test", data_dir=tmp / "data", database_url=url)
         engine = make_engine(url)
         factory: sessionmaker[Session] = make_session_factory(engine)

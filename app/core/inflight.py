@@ -1,0 +1,78 @@
+"""Bound the requests one API process works on at once, well below its thread pool's size.
+
+A request's sync dependencies and its endpoint run as separate hops on anyio's thread pool
+(40 threads), and the database transaction opened in the first hop stays open across the
+others. With more requests in flight than threads, every thread can end up blocked on a
+lock or a pooled connection held by a request that is waiting for a thread for its next
+hop: nothing moves until a 30 s timeout fires (seen at 50 clients on SQLite, where
+``BEGIN IMMEDIATE`` is one lock for everyone, as 30 s stalls and 500s).
+
+Past the bound, requests wait here, in the event loop, holding nothing. A request with a
+body takes its slot only once the body has arrived, so slow uploads do not hold slots
+(FastAPI reads the body before it runs any dependency). The bound is small
+because one process is bound by its GIL: a request costs a few ms of Python, so a handful
+in flight keep it busy, and more only queue on threads and row locks instead (measured
+with ``scripts/bench_load.py``, 50 clients: 8 gave more labels/s and a shorter tail than 32,
+on SQLite and on Postgres).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_IN_FLIGHT = 8
+
+
+class InFlightLimit:
+    def __init__(self, app: ASGIApp, limit: int = MAX_IN_FLIGHT) -> None:
+        self.app = app
+        self.limit = limit
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # One per event loop (tests run one app under several), made inside that loop.
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:
+            self._slots = asyncio.Semaphore(self.limit)
+            self._loop = loop
+        return self._slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        slots = self._semaphore()
+        held = False
+
+        async def take() -> None:
+            nonlocal held
+            if not held:
+                await slots.acquire()
+                held = True
+
+        async def receive_then_take() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                await take()
+            return message
+
+        try:
+            if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or not _has_body(scope):
+                await take()
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive_then_take, send)
+        finally:
+            if held:
+                slots.release()
+
+
+def _has_body(scope: Scope) -> bool:
+    """A body is coming, so the app will read it (a bodiless POST may never call receive)."""
+    headers = dict(scope.get("headers") or [])
+    if b"transfer-encoding" in headers:
+        return True
+    return headers.get(b"content-length", b"0").strip() not in (b"", b"0")

@@ -1,0 +1,77 @@
+"""The in-flight bound: no more requests inside the app than the limit, and a request whose
+body is still arriving holds no slot."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.types import Message, Receive, Scope, Send
+
+from app.core.inflight import InFlightLimit
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "POST":
+            while (await receive()).get("more_body"):
+                pass
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        await asyncio.sleep(0.01)
+        self.inside -= 1
+
+
+def _scope(method: str, headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
+    return {"type": "http", "method": method, "path": "/", "headers": headers or []}
+
+
+async def _noop_send(message: Message) -> None:
+    pass
+
+
+def test_requests_past_the_limit_wait_outside_the_app() -> None:
+    inner = _Counting()
+    app = InFlightLimit(inner, limit=3)
+
+    async def body() -> Message:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def main() -> None:
+        gets = [app(_scope("GET"), body, _noop_send) for _ in range(10)]
+        posts = [
+            app(_scope("POST", [(b"content-length", b"2")]), body, _noop_send) for _ in range(10)
+        ]
+        await asyncio.gather(*gets, *posts)
+
+    asyncio.run(main())
+    assert inner.most == 3
+
+
+def test_a_slow_upload_holds_no_slot() -> None:
+    inner = _Counting()
+    app = InFlightLimit(inner, limit=1)
+
+    async def main() -> None:
+        arrived = asyncio.Event()
+
+        async def slow_body() -> Message:
+            await arrived.wait()  # the client is still sending
+            return {"type": "http.request", "body": b"x", "more_body": False}
+
+        async def quick() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        upload = asyncio.create_task(
+            app(_scope("POST", [(b"content-length", b"1")]), slow_body, _noop_send)
+        )
+        await asyncio.sleep(0.01)
+        # The only slot is free while the upload's body is pending: this GET goes through.
+        await asyncio.wait_for(app(_scope("GET"), quick, _noop_send), timeout=2)
+        arrived.set()
+        await upload
+
+    asyncio.run(main())
