@@ -80,6 +80,55 @@ def upload_npz(
     assert r.status_code == 201, r.text
 
 
+def noisy_cleaning_project(
+    client: TestClient,
+    h: dict[str, str],
+    people: list[tuple[int, str]],
+    images: np.ndarray,
+    noisy: np.ndarray,
+    *,
+    classes: Sequence[str],
+    input_shape: Sequence[int],
+    batch_size: int,
+    relabel_budget: int,
+    finetune_every: int,
+) -> int:
+    """A cleaning project holding ``images`` as pool items ``m0``, ``m1``, … with the noisy
+    labels imported from one "crowd" annotator, and ``people`` as members; returns its id."""
+    r = client.post(
+        "/api/v1/projects",
+        json={
+            "name": "noisy",
+            "kind": "clean",
+            "classes": list(classes),
+            "model_spec": {
+                "name": "small_cnn",
+                "input_shape": list(input_shape),
+                "hparams": {"epochs": 4, "finetune_epochs": 1},
+            },
+            "batch_size": batch_size,
+            "relabel_budget": relabel_budget,
+            "finetune_every": finetune_every,
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    pid = int(r.json()["id"])
+    for person_id, _ in people:
+        r = client.post(
+            f"/api/v1/projects/{pid}/members", json={"annotator_id": person_id}, headers=h
+        )
+        assert r.status_code == 204, r.text
+    upload_npz(client, h, pid, images, ["pool"] * len(images))
+    rows = [
+        {"external_id": f"m{i}", "annotator": "crowd", "class_index": int(label)}
+        for i, label in enumerate(noisy)
+    ]
+    r = client.post(f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h)
+    assert r.status_code == 200, r.text
+    return pid
+
+
 def wait_cycle(
     client: TestClient, h: dict[str, str], pid: int, cycle_id: int, log: Path, timeout: float = 240
 ) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from tests.integration.loop import (
     accounts,
     bearer,
     label_until,
+    noisy_cleaning_project,
     settings_for,
-    upload_npz,
     wait_cycle,
     worker_env,
 )
@@ -73,36 +73,18 @@ def test_cleaning_a_cifar10h_subset_spends_its_budget_and_settles_majorities(
         h = bearer(admin)
         log = tmp_path / "worker.log"
         with TestClient(create_app(settings, engine=engine)) as client:
-            r = client.post(
-                "/api/v1/projects",
-                json={
-                    "name": "cifar10h-clean",
-                    "kind": "clean",
-                    "classes": [str(c) for c in data["class_names"]],
-                    "model_spec": {
-                        "name": "small_cnn",
-                        "input_shape": [3, 32, 32],
-                        "hparams": {"epochs": 4, "finetune_epochs": 1},
-                    },
-                    "batch_size": BATCH,
-                    "relabel_budget": BUDGET,
-                    "finetune_every": B,
-                },
-                headers=h,
+            pid = noisy_cleaning_project(
+                client,
+                h,
+                people,
+                images,
+                noisy,
+                classes=[str(c) for c in data["class_names"]],
+                input_shape=[3, 32, 32],
+                batch_size=BATCH,
+                relabel_budget=BUDGET,
+                finetune_every=B,
             )
-            assert r.status_code == 201, r.text
-            pid = r.json()["id"]
-            for person_id, _ in people:
-                client.post(
-                    f"/api/v1/projects/{pid}/members", json={"annotator_id": person_id}, headers=h
-                )
-            upload_npz(client, h, pid, images, ["pool"] * N)
-            imported = [
-                {"external_id": f"m{i}", "annotator": "crowd", "class_index": int(noisy[i])}
-                for i in range(N)
-            ]
-            r = client.post(f"/api/v1/projects/{pid}/annotations:import", json=imported, headers=h)
-            assert r.status_code == 200, r.text
             with process(["worker"], worker_env(settings), log):
                 first = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h).json()
                 wait_cycle(client, h, pid, first["id"], log)

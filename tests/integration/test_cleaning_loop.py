@@ -18,8 +18,8 @@ from tests.integration.loop import (
     accounts,
     bearer,
     label_until,
+    noisy_cleaning_project,
     settings_for,
-    upload_npz,
     wait_cycle,
     worker_env,
 )
@@ -42,39 +42,17 @@ def test_cleaning_relabels_until_the_budget_is_spent(tmp_path: Path) -> None:
         h = bearer(admin)
         log = tmp_path / "worker.log"
         with TestClient(create_app(settings, engine=engine)) as client:
-            r = client.post(
-                "/api/v1/projects",
-                json={
-                    "name": "noisy-mnist",
-                    "kind": "clean",
-                    "classes": [str(d) for d in range(10)],
-                    "model_spec": {
-                        "name": "small_cnn",
-                        "input_shape": [1, 28, 28],
-                        "hparams": {"epochs": 4, "finetune_epochs": 1},
-                    },
-                    "batch_size": BATCH,
-                    "relabel_budget": BUDGET,
-                    "finetune_every": B,
-                },
-                headers=h,
-            )
-            assert r.status_code == 201, r.text
-            pid = r.json()["id"]
-            for person_id, _ in people:
-                client.post(
-                    f"/api/v1/projects/{pid}/members", json={"annotator_id": person_id}, headers=h
-                )
-            upload_npz(client, h, pid, images, ["pool"] * N)
-            rows = [
-                {"external_id": f"m{i}", "annotator": "crowd", "class_index": int(noisy[i])}
-                for i in range(N)
-            ]
-            assert (
-                client.post(
-                    f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h
-                ).status_code
-                == 200
+            pid = noisy_cleaning_project(
+                client,
+                h,
+                people,
+                images,
+                noisy,
+                classes=[str(d) for d in range(10)],
+                input_shape=[1, 28, 28],
+                batch_size=BATCH,
+                relabel_budget=BUDGET,
+                finetune_every=B,
             )
             with process(["worker"], worker_env(settings), log):
                 first = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h).json()
