@@ -165,8 +165,9 @@ def draw_labels(dist: np.ndarray, seed: int) -> np.ndarray:
     """(N, C) -> (N,) int64: one draw per row, by inverse CDF from ``default_rng([seed, 2])``."""
     u = np.random.default_rng([seed, 2]).random(len(dist))
     cdf = np.cumsum(dist, axis=1)
-    # float cumsums can end just below 1: clip to the last class rather than overflow
-    return np.minimum((cdf <= u[:, None]).sum(axis=1), dist.shape[1] - 1).astype(np.int64)
+    # u scaled by the row's own total, which a float cumsum may leave just off 1: a class of
+    # probability 0 can then never be drawn, not even the last one
+    return (cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1).astype(np.int64)
 
 
 def cleaning_setup(proto: CleaningProtocol, seed: int, arrays: Arrays) -> CleaningSetup:
@@ -230,7 +231,9 @@ def clean_loop(
     return trace, counts
 
 
-def area_over_budget(relabels: Sequence[float], accuracy: Sequence[float], budget: int) -> float:
+def area_over_budget(
+    relabels: Sequence[float] | np.ndarray, accuracy: Sequence[float] | np.ndarray, budget: int
+) -> float:
     """Trapezoid area under accuracy vs relabels on [0, budget], divided by ``budget``.
 
     The curve is cut at the budget (linear between points) and held at its last value if it
@@ -357,7 +360,10 @@ def on_grid(runs: Sequence[CleaningRun], points: int = 101) -> list[RunRecord]:
     out = []
     for r in runs:
         y = np.interp(grid, np.asarray(r.trace.relabels, np.float64), r.accuracy())
-        cycles = [CycleRecord(k, int(x), float(v), []) for k, (x, v) in enumerate(zip(grid, y))]
+        cycles = [
+            CycleRecord(k, int(x), float(v), [])
+            for k, (x, v) in enumerate(zip(grid, y, strict=True))
+        ]
         out.append(RunRecord(r.protocol, "direct", r.selector, r.seed, cycles))
     return out
 
@@ -406,4 +412,3 @@ CLEANING_PROTOCOLS: dict[str, CleaningProtocol] = {
         seeds=(0,),
     ),
 }
-

@@ -4,11 +4,17 @@
         --seeds 0,1 --out sim-out
     annoloop simulate --protocol tiny --mode api                 # starts ``annoloop up`` itself
     annoloop simulate --protocol tiny --mode api --url http://host:8000 --token T
+    annoloop simulate --protocol cifar10h-clean-t2 --threads 1 --out clean-t2   # label cleaning
+
+Acquisition protocols: mnist, mnist-fast, tiny. Label-cleaning protocols (direct mode only;
+--strategies names the selectors random, oracle, ce_minus_entropy, joint):
+cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -16,10 +22,19 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from worker.sim.api import Server, local_server, run_api
+from worker.sim.cleaning import (
+    CLEANING_PROTOCOLS,
+    SELECTORS,
+    CleaningProtocol,
+    CleaningRun,
+    on_grid,
+    run_cleaning,
+    summary,
+)
 from worker.sim.direct import run_direct
 from worker.sim.protocol import PROTOCOLS, DataSource, Protocol, load_arrays
 from worker.sim.record import RunRecord
-from worker.sim.report import plot, write_json
+from worker.sim.report import curves, plot, write_json
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -36,7 +51,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="mnist-fast")
+    p.add_argument(
+        "--protocol",
+        choices=[*sorted(PROTOCOLS), *sorted(CLEANING_PROTOCOLS)],
+        default="mnist-fast",
+    )
     p.add_argument("--mode", choices=["direct", "api"], default="direct")
     p.add_argument("--strategies", type=_names, default=None, help="default: the protocol's")
     p.add_argument("--seeds", type=_ints, default=None, help="default: the protocol's")
@@ -47,6 +66,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--token", default=None, help="api mode: an admin token for --url")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's own)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the runs already in OUT/results.json and run only the missing ones",
     )
     return p.parse_args(list(argv))
 
@@ -60,6 +84,18 @@ def protocol_from(args: argparse.Namespace) -> Protocol:
         cycles=args.cycles,
         data=data if args.data else None,
     )
+
+
+def _earlier_runs(path: Path, proto: Protocol) -> tuple[list[RunRecord], float]:
+    """Runs of ``proto`` already in ``path`` (none if it does not exist) and their wall time."""
+    if not path.exists():
+        return [], 0.0
+    doc = json.loads(path.read_text())
+    if doc["meta"].get("protocol") != proto.name or doc["meta"].get("model") != proto.model:
+        raise SystemExit(f"--resume: {path} holds another protocol or model; use a new --out")
+    runs = [RunRecord.from_json(r) for r in doc["runs"]]
+    wanted = set(proto.strategies)
+    return [r for r in runs if r.strategy in wanted], float(doc["meta"].get("wall_s", 0.0))
 
 
 @contextmanager
@@ -82,11 +118,14 @@ def main(argv: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.protocol in CLEANING_PROTOCOLS:
+        return main_cleaning(args)
     proto = protocol_from(args)
     args.out.mkdir(parents=True, exist_ok=True)
     arrays = load_arrays(proto.data)
-    runs: list[RunRecord] = []
-    t0 = time.perf_counter()
+    runs, earlier_s = _earlier_runs(args.out / "results.json", proto) if args.resume else ([], 0.0)
+    done = {(r.strategy, r.seed) for r in runs}
+    t0 = time.perf_counter() - earlier_s  # wall_s counts the earlier process's time too
     meta: dict[str, object] = {"protocol": proto.name, "mode": args.mode, "model": proto.model}
     with ExitStack() as stack:
         if args.mode == "api":
@@ -95,6 +134,8 @@ def main(argv: Sequence[str]) -> int:
         # every strategy's results for the seeds it completed.
         for seed in proto.seeds:
             for strategy in proto.strategies:
+                if (strategy, seed) in done:
+                    continue
                 if args.mode == "api":
                     run = run_api(server, proto, strategy, seed, arrays)
                 else:
@@ -110,4 +151,87 @@ def main(argv: Sequence[str]) -> int:
     for strategy, area in doc["aubc"].items():
         print(f"AUBC {strategy}: {area['mean']:.4f} ± {area['std']:.4f}")
     print(f"wrote {args.out}/results.json, accuracy.png, accuracy.svg")
+    return 0
+
+
+def cleaning_protocol_from(args: argparse.Namespace) -> CleaningProtocol:
+    if args.mode != "direct" or args.url or args.cycles is not None or args.resume:
+        raise SystemExit(f"{args.protocol} runs in direct mode only, without --cycles or --resume")
+    unknown = set(args.strategies or ()) - set(SELECTORS)
+    if unknown:
+        raise SystemExit(f"unknown selectors {sorted(unknown)}; choose from {list(SELECTORS)}")
+    proto = CLEANING_PROTOCOLS[args.protocol]
+    data = DataSource(args.data, proto.data.images, proto.data.labels, proto.data.counts)
+    return proto.with_overrides(
+        selectors=args.strategies, seeds=args.seeds, data=data if args.data else None
+    )
+
+
+def write_cleaning(
+    runs: Sequence[CleaningRun], meta: dict[str, object], out: Path
+) -> dict[str, object]:
+    noise = {r.seed: r.noise_rate for r in runs}
+    doc = {
+        "meta": meta,
+        "noise_rate": {str(k): v for k, v in noise.items()},
+        "budget": {str(r.seed): r.budget for r in runs},
+        "auc": summary(runs),
+        "curves": curves(on_grid(runs)),
+        "runs": [r.to_json() for r in runs],
+    }
+    # compact: per-item traces make the file large with indentation
+    (out / "results.json").write_text(json.dumps(doc, separators=(",", ":")))
+    return doc
+
+
+def main_cleaning(args: argparse.Namespace) -> int:
+    proto = cleaning_protocol_from(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    arrays = load_arrays(proto.data)
+    meta: dict[str, object] = {
+        "protocol": proto.name,
+        "kind": "label cleaning",
+        "temperature": proto.temperature,
+        "size": proto.size,
+        "ambiguity": proto.ambiguity,
+        "subset_seed": proto.subset_seed,
+        "budget_factor": proto.budget_factor,
+        "refresh_every": proto.refresh_every,
+        "model": proto.model,
+    }
+    runs: list[CleaningRun] = []
+    t0 = time.perf_counter()
+    for seed in proto.seeds:
+        shared: dict[int, dict[str, object]] = {}
+        for selector in proto.selectors:
+            run = run_cleaning(proto, selector, seed, arrays, shared)
+            runs.append(run)
+            acc = run.accuracy()
+            print(
+                f"{selector} seed {seed}: noise rate {run.noise_rate:.4f}, budget {run.budget}, "
+                f"accuracy {acc[0]:.4f} -> {acc[-1]:.4f} after {run.trace.relabels[-1]} "
+                f"relabels on {len(run.rows)} items, AUC {run.auc:.4f} "
+                f"({run.timings['wall_s']:.0f} s)",
+                flush=True,
+            )
+            meta["wall_s"] = time.perf_counter() - t0
+            write_cleaning(runs, meta, args.out)
+    meta["wall_s"] = time.perf_counter() - t0
+    write_cleaning(runs, meta, args.out)
+    areas = {k: v["mean"] for k, v in summary(runs).items()}
+    title = f"{proto.name}: N={proto.size}, T={proto.temperature:g}"
+    plot(
+        on_grid(runs),
+        args.out / "cleaning",
+        title,
+        xlabel="relabels spent",
+        ylabel="items whose majority is the true majority",
+        areas=areas,
+        area_name="AUC",
+    )
+    for seed, eta in {r.seed: r.noise_rate for r in runs}.items():
+        print(f"realised noise rate, seed {seed}: {eta:.4f} (T={proto.temperature:g})")
+    for selector, area in summary(runs).items():
+        print(f"AUC {selector}: {area['mean']:.4f} ± {area['std']:.4f}")
+    print(f"wrote {args.out}/results.json, cleaning.png, cleaning.svg")
     return 0

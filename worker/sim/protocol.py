@@ -6,6 +6,7 @@ test split and initial labels for the same (protocol, seed).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -33,13 +34,26 @@ class Arrays:
     counts: np.ndarray | None  # (N, C) int64 or None
 
 
+def data_path(path: str) -> Path:
+    """Where a dataset path points: as given (relative to the working directory), else the
+    same relative path from the repository root, else the file's name under
+    ``$ANNOLOOP_SHARED_DATA``; the protocols name ``../shared/data/...`` (beside the checkout)."""
+    given = Path(path)
+    candidates = [given]
+    if not given.is_absolute():
+        candidates.append(Path(__file__).resolve().parents[2] / given)
+    if os.environ.get("ANNOLOOP_SHARED_DATA"):
+        candidates.append(Path(os.environ["ANNOLOOP_SHARED_DATA"]) / given.name)
+    return next((c for c in candidates if c.is_file()), given)
+
+
 def load_arrays(source: DataSource) -> Arrays:
     # The demo file is read without importing app.demo.seed, which pulls in the web app.
     if source.path == DEMO:
         with resources.files("app.demo").joinpath("mnist_demo.npz").open("rb") as fh:
             data = dict(np.load(fh))
     else:
-        with np.load(Path(source.path)) as npz:
+        with np.load(data_path(source.path)) as npz:
             data = {k: npz[k] for k in npz.files}
     counts = data[source.counts].astype(np.int64) if source.counts else None
     return Arrays(data[source.images], data[source.labels].astype(np.int64), counts)

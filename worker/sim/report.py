@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +68,21 @@ def write_json(runs: Sequence[RunRecord], path: Path, meta: dict[str, Any]) -> d
     return doc
 
 
-def plot(runs: Sequence[RunRecord], stem: Path, title: str) -> list[Path]:
-    """``stem``.png and ``stem``.svg: mean accuracy vs labels, a ±1 std band over seeds."""
+def plot(
+    runs: Sequence[RunRecord],
+    stem: Path,
+    title: str,
+    *,
+    xlabel: str = "labels",
+    ylabel: str = "test accuracy",
+    areas: Mapping[str, float] | None = None,
+    area_name: str = "AUBC",
+) -> list[Path]:
+    """``stem``.png and ``stem``.svg: mean accuracy vs labels, a ±1 std band over seeds.
+
+    The legend shows each strategy's area from ``curves``, or ``areas[strategy]`` when given
+    (label cleaning: the per-run AUC over each run's own budget).
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -78,10 +91,13 @@ def plot(runs: Sequence[RunRecord], stem: Path, title: str) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for strategy, c in sorted(curves(runs).items()):
         x, m, sd = np.array(c["labels"]), np.array(c["mean"]), np.array(c["std"])
-        (line,) = ax.plot(x, m, marker="o", ms=3, label=f"{strategy} (AUBC {c['aubc'][0]:.3f})")
+        area = areas[strategy] if areas is not None else c["aubc"][0]
+        marker = "o" if len(x) <= 30 else None  # dense cleaning curves read better as lines
+        label = f"{strategy} ({area_name} {area:.3f})"
+        (line,) = ax.plot(x, m, marker=marker, ms=3, label=label)
         ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("labels")
-    ax.set_ylabel("test accuracy")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
