@@ -78,7 +78,7 @@ def create_app(
     if FRONTEND_DIR.is_dir():
         app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
     app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))
-    app.add_middleware(InFlightLimit)
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
     install_observability(app, settings)  # last: request ids, /metrics, access log
     return app
 

@@ -41,3 +41,8 @@ class Annotation(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retracted_at: Mapped[datetime | None]
+
+    @property
+    def is_live_human(self) -> bool:
+        """Counts against "one live human label per annotator and item"."""
+        return self.source is LabelSource.human and self.retracted_at is None

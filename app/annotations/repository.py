@@ -1,28 +1,29 @@
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
 from app.core.enums import LabelSource
 
 
-def by_idempotency_key(db: Session, annotator_id: int, key: str) -> Annotation | None:
-    return db.scalar(
-        select(Annotation).where(
-            Annotation.annotator_id == annotator_id, Annotation.idempotency_key == key
-        )
+def own_labels(
+    db: Session, annotator_id: int, item_id: int, idempotency_key: str | None
+) -> list[Annotation]:
+    """The annotator's label under ``idempotency_key`` and their live human label on the
+    item (at most two rows, each found by its unique index): one query per submit."""
+    live_on_item = and_(
+        Annotation.item_id == item_id,
+        Annotation.source == LabelSource.human,
+        Annotation.retracted_at.is_(None),
     )
-
-
-def live_human_label(db: Session, item_id: int, annotator_id: int) -> Annotation | None:
-    return db.scalar(
-        select(Annotation).where(
-            Annotation.item_id == item_id,
-            Annotation.annotator_id == annotator_id,
-            Annotation.source == LabelSource.human,
-            Annotation.retracted_at.is_(None),
-        )
+    wanted = (
+        live_on_item
+        if idempotency_key is None
+        else or_(live_on_item, Annotation.idempotency_key == idempotency_key)
+    )
+    return list(
+        db.scalars(select(Annotation).where(Annotation.annotator_id == annotator_id, wanted))
     )
 
 

@@ -13,8 +13,15 @@ from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResul
 from app.core.errors import BadRequest, DomainError, Unprocessable
 from app.core.ids import IdPath, IdQuery
 from app.core.pagination import Page, decode_cursor, encode_cursor
-from app.deps import CurrentUser, DbSession, Engineer, SettingsDep, label_rate_limit
-from app.items.service import get_item
+from app.deps import (
+    Bearer,
+    DbSession,
+    Engineer,
+    SettingsDep,
+    authenticate_request,
+    commit_in_route,
+    limit_label_rate,
+)
 from app.projects import service as projects
 
 router = APIRouter(tags=["annotations"])
@@ -36,13 +43,15 @@ def submit_annotation(
     item_id: IdPath,
     body: AnnotationCreate,
     db: DbSession,
-    actor: CurrentUser,
+    bearer: Bearer,
     response: Response,
-    _limited: Annotated[None, Depends(label_rate_limit)],
 ) -> AnnotationOut:
-    item = get_item(db, item_id)
-    project = projects.get_visible(db, actor, item.project_id)
+    # The annotator's hot path: authentication, the label and the commit in one thread hop.
+    actor = authenticate_request(db, bearer)
+    limit_label_rate(bearer, actor)
+    item, project = projects.get_visible_item(db, actor, item_id)
     result = service.submit(db, actor, project, item, body)
+    commit_in_route(db)
     if result.replayed:
         response.status_code = 200
     return AnnotationOut.model_validate(result.annotation)

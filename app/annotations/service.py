@@ -18,7 +18,7 @@ from app.annotations.schemas import AnnotationCreate, ImportResult, ImportRow
 from app.auth import repository as annotators
 from app.auth.models import Annotator
 from app.auth.service import get_or_create_importer
-from app.core.enums import LabelSource, Split
+from app.core.enums import LabelSource, ProjectKind, Split
 from app.core.errors import Conflict, Unprocessable
 from app.core.tasks import send_after_commit
 from app.cycles import repository as cycle_repo
@@ -38,28 +38,33 @@ class Submitted:
 def submit(
     db: Session, actor: Annotator, project: Project, item: Item, body: AnnotationCreate
 ) -> Submitted:
+    """Store a human label under the caller's lease. Statement order is the lock order
+    (lease, then queue entry, then project), so concurrent submits and sweeps cannot
+    deadlock, and the project row (the budget counter) is locked only until the commit."""
     check_class(project, body.class_index)
-    if body.idempotency_key is not None:
-        earlier = repository.by_idempotency_key(db, actor.id, body.idempotency_key)
-        if earlier is not None:
-            if earlier.item_id != item.id or earlier.class_index != body.class_index:
-                raise Conflict(
-                    "this idempotency key was already used for a different label",
-                    code="idempotency_key_reused",
-                )
-            return Submitted(earlier, replayed=True)
+    # The replayed label and the caller's live label on this item, in one query.
+    mine = repository.own_labels(db, actor.id, item.id, body.idempotency_key)
+    earlier = next((a for a in mine if a.idempotency_key == body.idempotency_key), None)
+    if body.idempotency_key is not None and earlier is not None:
+        if earlier.item_id != item.id or earlier.class_index != body.class_index:
+            raise Conflict(
+                "this idempotency key was already used for a different label",
+                code="idempotency_key_reused",
+            )
+        return Submitted(earlier, replayed=True)
     if item.split is Split.test:
         raise Conflict("test items are labelled by import, not in the queue", code="test_item")
-    if repository.live_human_label(db, item.id, actor.id) is not None:
+    if any(a.item_id == item.id and a.is_live_human for a in mine):
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled")
-    lease, entry = queue.take_lease(db, actor, item)
+    entry_id = queue.take_lease(db, actor, item)
+    labelled = queue.record_label(db, entry_id)
     annotation = Annotation(
         item_id=item.id,
         project_id=project.id,
         annotator_id=actor.id,
         class_index=body.class_index,
         source=LabelSource.human,
-        cycle_id=entry.cycle_id,
+        cycle_id=labelled.cycle_id,
         idempotency_key=body.idempotency_key,
     )
     db.add(annotation)
@@ -67,10 +72,10 @@ def submit(
         db.flush()
     except IntegrityError as exc:  # a concurrent request won the race for the same slot
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled") from exc
-    entry_done = queue.record_label(db, project, lease, entry, repository.live_votes(db, item.id))
-    # Last, so the project row (the budget counter) is locked only until the commit.
+    if project.kind is ProjectKind.clean:
+        labelled = queue.settle(db, project, labelled, repository.live_votes(db, item.id))
     queue.spend_budget(db, project)
-    if entry_done and not cycle_repo.has_open_entry(db, project.id, entry.cycle_id):
+    if labelled.entry_done and not cycle_repo.has_open_entry(db, project.id, labelled.cycle_id):
         send_after_commit(db, ADVANCE_TASK, [project.id], "default")
     elif project.finetune_every and project.labels_spent % project.finetune_every == 0:
         # Cleaning: re-rank with a fine-tuned model every b labels, in the worker.

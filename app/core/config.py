@@ -53,6 +53,13 @@ class Settings(BaseSettings):
         description="Failed token checks per client IP per minute before that IP gets 429 "
         "(slows token guessing); 0 = no limit.",
     )
+    max_in_flight: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Requests one API process works on at once; the rest wait without holding "
+        "a thread, connection or lock (docs/reliability.md). /healthz and /metrics are exempt.",
+    )
     shard_size: int = Field(
         20_000,
         ge=0,

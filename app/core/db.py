@@ -82,11 +82,16 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     # Connections past pool_size are closed on return: the pool must cover the requests in
-    # flight (at most 8 per API process, app/core/inflight.py) or a Postgres backend is
+    # flight (at most 4 per API process, app/core/inflight.py) or a Postgres backend is
     # opened and closed on most requests under load.
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+def serialises_writers(db: Session) -> bool:
+    """Whether every transaction holds the database's one write lock (SQLite here)."""
+    return db.get_bind().dialect.name == "sqlite"
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

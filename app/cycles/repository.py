@@ -49,7 +49,7 @@ def open_entries(db: Session, cycle_id: int) -> int:
 
 def has_open_entry(db: Session, project_id: int, cycle_id: int) -> bool:
     """Whether any entry of the cycle still wants labels. Asked after every label that
-    finishes an entry, so it must not count a big batch: the (project, state, rank) index
+    finishes an entry, so it must not count a big batch: the (project, state, rank, id) index
     yields open entries only, and the first one of this cycle answers."""
     stmt = select(QueueEntry.id).where(
         QueueEntry.project_id == project_id,

@@ -129,8 +129,7 @@ def list_items(
 
 @router.get("/items/{item_id}", response_model=ItemOut)
 def get_item(item_id: IdPath, db: DbSession, actor: CurrentUser) -> ItemOut:
-    item = service.get_item(db, item_id)
-    projects.get_visible(db, actor, item.project_id)
+    item, _ = projects.get_visible_item(db, actor, item_id)
     if actor.role is Role.annotator and item.split is Split.test:
         projects.get_for_engineer(db, actor, item.project_id)
     return ItemOut.model_validate(item)
@@ -142,8 +141,7 @@ def get_item(item_id: IdPath, db: DbSession, actor: CurrentUser) -> ItemOut:
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
 )
 def get_payload(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs) -> FileResponse:
-    item = service.get_item(db, item_id)
-    projects.get_visible(db, actor, item.project_id)
+    item, _ = projects.get_visible_item(db, actor, item_id)
     return FileResponse(
         blobs.path(item.blob_sha256),
         media_type=item.media_type,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.core.blobs import BlobStore
 from app.core.enums import Split
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.errors import Conflict, Unprocessable
 from app.items import repository
 from app.items.media import PreparedItem
 from app.items.models import Item
@@ -92,10 +92,3 @@ def _check_kind_fits_model(project: Project, prepared: Sequence[PreparedItem]) -
                 f"feature vectors have {p.width} dimensions; the model takes {dim}",
                 code="wrong_feature_dim",
             )
-
-
-def get_item(db: Session, item_id: int) -> Item:
-    item = db.get(Item, item_id)
-    if item is None:
-        raise NotFound(f"item {item_id} not found")
-    return item

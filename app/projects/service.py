@@ -12,16 +12,32 @@ from sqlalchemy.orm import Session
 from app.auth.models import Annotator
 from app.core.enums import Role
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from app.items.models import Item
 from app.projects import repository
 from app.projects.models import Project, ProjectMember
 from app.projects.schemas import ProjectCreate, ProjectUpdate, check_strategy
 
 
 def get_visible(db: Session, actor: Annotator, project_id: int) -> Project:
-    project = db.get(Project, project_id)
-    if project is None or not can_see(db, actor, project_id):
+    project = repository.visible(db, project_id, _member_filter(actor))
+    if project is None:
         raise NotFound(f"project {project_id} not found")
     return project
+
+
+def get_visible_item(db: Session, actor: Annotator, item_id: int) -> tuple[Item, Project]:
+    """An item and its project, 404 unless the caller may see that project."""
+    item, project = repository.item_and_project(db, item_id, _member_filter(actor))
+    if item is None:
+        raise NotFound(f"item {item_id} not found")
+    if project is None:
+        raise NotFound(f"project {item.project_id} not found")
+    return item, project
+
+
+def _member_filter(actor: Annotator) -> int | None:
+    """Admins see every project; everyone else the projects they are members of."""
+    return None if actor.role is Role.admin else actor.id
 
 
 def get_for_engineer(db: Session, actor: Annotator, project_id: int) -> Project:
@@ -29,10 +45,6 @@ def get_for_engineer(db: Session, actor: Annotator, project_id: int) -> Project:
     if actor.role is Role.annotator:
         raise Forbidden("this action needs the engineer or admin role")
     return project
-
-
-def can_see(db: Session, actor: Annotator, project_id: int) -> bool:
-    return actor.role is Role.admin or repository.is_member(db, project_id, actor.id)
 
 
 def list_visible(db: Session, actor: Annotator) -> list[Project]:

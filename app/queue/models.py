@@ -15,7 +15,9 @@ class QueueEntry(Base):
     __tablename__ = "queue_entry"
     __table_args__ = (
         UniqueConstraint("cycle_id", "item_id"),
-        Index("ix_queue_entry_project_state_rank", "project_id", "state", "rank"),
+        # Matches the ORDER BY of the pick (rank, then id): the first free entry is found by
+        # walking the index, whatever the table statistics say.
+        Index("ix_queue_entry_project_state_rank_id", "project_id", "state", "rank", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

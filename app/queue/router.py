@@ -5,7 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.core.ids import IdPath
-from app.deps import CurrentUser, DbSession, SettingsDep
+from app.deps import (
+    Bearer,
+    CurrentUser,
+    DbSession,
+    SettingsDep,
+    authenticate_request,
+    commit_in_route,
+)
 from app.projects import service as projects
 from app.queue import service
 from app.queue.schemas import NextOut
@@ -17,7 +24,7 @@ router = APIRouter(tags=["queue"])
 def next_item(
     project_id: IdPath,
     db: DbSession,
-    actor: CurrentUser,
+    bearer: Bearer,
     settings: SettingsDep,
     ahead: Annotated[
         int, Query(ge=0, le=1, description="1: also lease the item after this one (prefetch).")
@@ -27,8 +34,12 @@ def next_item(
 
     Not a pure read: it creates a lease. Asking again while holding one returns the same lease.
     """
+    # The annotator's hot path: authentication, the lease and the commit in one thread hop.
+    actor = authenticate_request(db, bearer)
     project = projects.get_visible(db, actor, project_id)
-    return service.next_item(db, actor, project, settings.lease_seconds, ahead)
+    out = service.next_item(db, actor, project, settings.lease_seconds, ahead)
+    commit_in_route(db)
+    return out
 
 
 @router.post("/leases/{lease_id}/skip", status_code=204)

@@ -9,9 +9,11 @@ project, so sweeps, submits and skips cannot deadlock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -26,7 +28,7 @@ from app.items.models import Item
 from app.items.schemas import ItemOut
 from app.projects.models import Project
 from app.queue import repository
-from app.queue.models import Lease, QueueEntry
+from app.queue.models import Lease
 from app.queue.schemas import AheadOut, LeaseOut, NextOut
 
 
@@ -35,24 +37,31 @@ def next_item(
 ) -> NextOut:
     """The item to label now; with ``ahead=1`` also the one after it, leased already so the
     page can load its image while the current one is shown (a prefetch that is a real lease:
-    nobody else can be handed that slot in between)."""
+    nobody else can be handed that slot in between).
+
+    Every annotator calls this once per label, so it reads and writes plain columns (no ORM
+    objects) in as few statements as the guarantees allow: the sweep, the held leases, then
+    per new lease the locked pick (with its item), the lease insert and the slot count.
+    """
     now = utcnow()
     repository.expire_stale(db, now)
     # Asking again (a reload, a retry) gives back the same items, oldest lease first.
-    leases = repository.held_leases(db, project.id, actor.id, now, limit=1 + ahead)
+    leased = [
+        _held(row) for row in repository.held_leases(db, project.id, actor.id, now, 1 + ahead)
+    ]
     refusal: NextOut | None = None
-    while len(leases) < 1 + ahead:
+    while len(leased) < 1 + ahead:
         got = _lease_another(db, actor, project, lease_seconds)
-        if isinstance(got, NextOut):
+        if got.status != "leased":
             refusal = got
             break
-        leases.append(got)
-    if not leases:
+        leased.append(got)
+    if not leased:
         assert refusal is not None
         return refusal
-    out = _leased(db, leases[0])
-    if len(leases) > 1:
-        following = _leased(db, leases[1])
+    out = leased[0]
+    if len(leased) > 1:
+        following = leased[1]
         assert following.lease is not None
         assert following.item is not None
         out.ahead = AheadOut(
@@ -61,91 +70,123 @@ def next_item(
     return out
 
 
-def _lease_another(
-    db: Session, actor: Annotator, project: Project, lease_seconds: int
-) -> Lease | NextOut:
-    """A new lease on the best free slot, or why there is none."""
+def _lease_another(db: Session, actor: Annotator, project: Project, lease_seconds: int) -> NextOut:
+    """A new lease on the best free slot (status ``leased``), or why there is none."""
     if project.budget is not None and (
         project.labels_spent + repository.open_leases(db, project.id) >= project.budget
     ):
         return NextOut(status="budget_spent")
-    entry = repository.pick_entry(db, project.id, actor.id)
-    if entry is None:
+    picked = repository.pick_entry(db, project.id, actor.id)
+    if picked is None:
         current = cycles.latest(db, project.id)
         return NextOut(
             status="queue_empty",
             cycle_id=current.id if current else None,
             cycle_state=current.state.value if current else None,
         )
-    return _new_lease(db, actor, entry, lease_seconds)
+    lease = _new_lease(db, actor, project.id, picked.entry_id, picked.item_id, lease_seconds)
+    return _leased(lease, _item_out(picked), picked.cycle_id)
 
 
-def _new_lease(db: Session, actor: Annotator, entry: QueueEntry, lease_seconds: int) -> Lease:
+def _new_lease(
+    db: Session, actor: Annotator, project_id: int, entry_id: int, item_id: int, seconds: int
+) -> LeaseOut:
+    """Lease a slot of a queue entry the caller has locked."""
     now = utcnow()
-    entry.leases_open += 1
-    lease = Lease(
-        project_id=entry.project_id,
-        queue_entry_id=entry.id,
-        item_id=entry.item_id,
+    expires_at = now + timedelta(seconds=seconds)
+    lease_id = repository.add_lease(
+        db,
+        project_id=project_id,
+        entry_id=entry_id,
+        item_id=item_id,
         annotator_id=actor.id,
         created_at=now,
-        expires_at=now + timedelta(seconds=lease_seconds),
+        expires_at=expires_at,
     )
-    db.add(lease)
-    db.flush()
-    return lease
+    return LeaseOut(
+        id=lease_id, item_id=item_id, queue_entry_id=entry_id, expires_at=expires_at, created_at=now
+    )
 
 
-def _leased(db: Session, lease: Lease) -> NextOut:
-    item = db.get(Item, lease.item_id)
-    entry = db.get(QueueEntry, lease.queue_entry_id)
-    assert item is not None
-    assert entry is not None
+def _held(row: Row[Any]) -> NextOut:
+    lease = LeaseOut(
+        id=row.id,
+        item_id=row.item_id,
+        queue_entry_id=row.queue_entry_id,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+    )
+    return _leased(lease, _item_out(row), row.cycle_id)
+
+
+def _item_out(row: Row[Any]) -> ItemOut:
+    return ItemOut(
+        id=row.item_id,
+        project_id=row.project_id,
+        split=row.split,
+        external_id=row.external_id,
+        blob_sha256=row.blob_sha256,
+        media_type=row.media_type,
+        width=row.width,
+        height=row.height,
+        meta=row.meta,
+        created_at=row.item_created_at,
+    )
+
+
+def _leased(lease: LeaseOut, item: ItemOut, cycle_id: int) -> NextOut:
     return NextOut(
         status="leased",
-        lease=LeaseOut.model_validate(lease),
-        item=ItemOut.model_validate(item),
-        cycle_id=entry.cycle_id,
+        lease=lease,
+        item=item,
+        cycle_id=cycle_id,
         cycle_state=CycleState.labeling.value,
     )
 
 
-def take_lease(db: Session, actor: Annotator, item: Item) -> tuple[Lease, QueueEntry]:
-    """The lease a human label is given under, locked; 409 when there is none."""
-    lease = repository.lease_for_update(db, item.id, actor.id)
-    if lease is None:
+@dataclass(frozen=True)
+class Labelled:
+    """What a label did to the queue: the entry's cycle, and whether the entry is done."""
+
+    cycle_id: int
+    entry_id: int
+    entry_done: bool
+
+
+def take_lease(db: Session, actor: Annotator, item: Item) -> int:
+    """Close the caller's live lease on the item (a human label is given under it): the
+    lease stays locked until the commit. Returns its queue entry; 409 when there is none."""
+    now = utcnow()
+    closed = repository.close_lease(db, item.id, actor.id, now, LeaseOutcome.labelled)
+    if closed is None:
         earlier = repository.last_lease(db, item.id, actor.id)
-        if earlier is not None and earlier.outcome is LeaseOutcome.expired:
+        if earlier is not None and (
+            earlier.outcome is LeaseOutcome.expired
+            or (earlier.released_at is None and earlier.expires_at <= now)
+        ):
             raise Conflict(
                 "your lease on this item expired; ask for the next item", code="lease_expired"
             )
         raise Conflict(f"item {item.id} is not leased to you", code="not_leased")
-    if lease.expires_at <= utcnow():
-        raise Conflict(
-            "your lease on this item expired; ask for the next item", code="lease_expired"
-        )
-    return lease, repository.entry_for_update(db, lease.queue_entry_id)
+    return int(closed.queue_entry_id)
 
 
-def record_label(
-    db: Session, project: Project, lease: Lease, entry: QueueEntry, votes: list[int]
-) -> bool:
-    """Close the lease and count the label; True when the entry needs no more labels.
+def record_label(db: Session, entry_id: int) -> Labelled:
+    """Count the label on its queue entry (locking it) and free the lease's slot."""
+    row = repository.count_label(db, entry_id)
+    return Labelled(row.cycle_id, entry_id, row.state is QueueState.done)
 
-    ``votes``: every live vote on the item, this one included. When cleaning, an item stays
-    queued, one more label at a time, until its votes have a strict majority (the top class
-    has more votes than any other), as in the reference protocol.
-    """
-    lease.released_at = utcnow()
-    lease.outcome = LeaseOutcome.labelled
-    entry.leases_open -= 1
-    entry.labels_received += 1
-    settled = summarise(votes, len(project.classes)).majority is not None
-    if project.kind is ProjectKind.clean and not settled:
-        entry.labels_wanted = entry.labels_received + 1
-    if entry.labels_received >= entry.labels_wanted:
-        entry.state = QueueState.done
-    return entry.state is QueueState.done
+
+def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) -> Labelled:
+    """When cleaning, an item stays queued, one more label at a time, until its votes have a
+    strict majority (the top class has more votes than any other), as in the reference
+    protocol. ``votes``: every live vote on the item, the new one included."""
+    if project.kind is not ProjectKind.clean:
+        return labelled
+    if summarise(votes, len(project.classes)).majority is not None:
+        return labelled
+    repository.want_another_label(db, labelled.entry_id)
+    return Labelled(labelled.cycle_id, labelled.entry_id, entry_done=False)
 
 
 def spend_budget(db: Session, project: Project, n: int = 1) -> None:
@@ -198,4 +239,7 @@ def undo_last(db: Session, actor: Annotator, project: Project, lease_seconds: in
     entry.state = QueueState.open
     spend_budget(db, project, -1)
     db.flush()
-    return _leased(db, _new_lease(db, actor, entry, lease_seconds))
+    item = db.get(Item, entry.item_id)
+    assert item is not None
+    lease = _new_lease(db, actor, project.id, entry.id, entry.item_id, lease_seconds)
+    return _leased(lease, ItemOut.model_validate(item), entry.cycle_id)

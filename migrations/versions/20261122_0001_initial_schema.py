@@ -305,7 +305,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_queue_entry_cycle_id"), ["cycle_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_queue_entry_item_id"), ["item_id"], unique=False)
         batch_op.create_index(
-            "ix_queue_entry_project_state_rank", ["project_id", "state", "rank"], unique=False
+            "ix_queue_entry_project_state_rank_id",
+            ["project_id", "state", "rank", "id"],
+            unique=False,
         )
 
     op.create_table(
@@ -387,7 +389,7 @@ def downgrade() -> None:
 
     op.drop_table("lease")
     with op.batch_alter_table("queue_entry", schema=None) as batch_op:
-        batch_op.drop_index("ix_queue_entry_project_state_rank")
+        batch_op.drop_index("ix_queue_entry_project_state_rank_id")
         batch_op.drop_index(batch_op.f("ix_queue_entry_item_id"))
         batch_op.drop_index(batch_op.f("ix_queue_entry_cycle_id"))
 

@@ -75,3 +75,22 @@ def test_a_slow_upload_holds_no_slot() -> None:
         await upload
 
     asyncio.run(main())
+
+
+def test_health_and_metrics_never_wait() -> None:
+    inner = _Counting()
+    app = InFlightLimit(inner, limit=1)
+
+    async def run() -> None:
+        async def nothing() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        busy = {**_scope("GET"), "path": "/api/v1/projects"}
+        probe = {**_scope("GET"), "path": "/healthz"}
+        hold = asyncio.create_task(app(busy, nothing, _noop_send))
+        await asyncio.sleep(0)  # the busy request holds the only slot
+        await asyncio.wait_for(app(probe, nothing, _noop_send), timeout=1)
+        await hold
+
+    asyncio.run(run())
+    assert inner.most == 2  # the probe ran beside the request holding the slot

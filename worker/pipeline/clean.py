@@ -4,7 +4,7 @@ Train on the noisy labels as soft targets (or fine-tune the project's last model
 labelled item by the cleaning score (CE − H by default), and queue the top items that are
 neither cleaned already nor still being relabelled, until ``batch_size`` items are queued.
 Each queued item is then relabelled, one label at a time, until its votes have a strict
-majority (see ``app.queue.service.record_label``).
+majority (see ``app.queue.service.settle``).
 """
 
 from __future__ import annotations
