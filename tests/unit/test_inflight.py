@@ -4,6 +4,9 @@ body is still arriving holds no slot."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -33,6 +36,13 @@ async def _noop_send(message: Message) -> None:
     pass
 
 
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` in a thread of its own: in the full suite the browser tests' Playwright
+    keeps an event loop running in the main thread, where ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 def test_requests_past_the_limit_wait_outside_the_app() -> None:
     inner = _Counting()
     app = InFlightLimit(inner, limit=3)
@@ -47,7 +57,7 @@ def test_requests_past_the_limit_wait_outside_the_app() -> None:
         ]
         await asyncio.gather(*gets, *posts)
 
-    asyncio.run(main())
+    _run(main())
     assert inner.most == 3
 
 
@@ -74,7 +84,7 @@ def test_a_slow_upload_holds_no_slot() -> None:
         arrived.set()
         await upload
 
-    asyncio.run(main())
+    _run(main())
 
 
 def test_health_and_metrics_never_wait() -> None:
@@ -92,5 +102,5 @@ def test_health_and_metrics_never_wait() -> None:
         await asyncio.wait_for(app(probe, nothing, _noop_send), timeout=1)
         await hold
 
-    asyncio.run(run())
+    _run(run())
     assert inner.most == 2  # the probe ran beside the request holding the slot
