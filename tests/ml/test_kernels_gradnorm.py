@@ -19,6 +19,8 @@ from tests.ml.test_kernels_nets import (
 )
 from worker.ml.kernels import gradnorm as gradnorm_module
 from worker.ml.kernels import gradnorm_scores, gradnorm_scores_reference
+from worker.ml.models import build_model
+from worker.ml.spec import ModelSpec
 
 SCHEMES = ["expected", "entropy"]
 
@@ -119,9 +121,7 @@ def test_pool_split_does_not_matter_and_unknown_scheme_fails() -> None:
     ("name", "shape", "n"), [("small_cnn", (1, 28, 28), 6), ("resnet18", (3, 32, 32), 2)]
 )
 def test_project_models(name: str, shape: tuple[int, ...], n: int) -> None:
-    models = pytest.importorskip("worker.ml.models")
-    spec_mod = pytest.importorskip("worker.ml.spec")
-    net = models.build_model(spec_mod.ModelSpec(name, shape, 10), seed=0)
+    net = build_model(ModelSpec(name, shape, 10), seed=0)
     before = _snapshot(net)
     pool = make_pool(shape, n, seed=5)
     for scheme in SCHEMES:

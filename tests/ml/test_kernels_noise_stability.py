@@ -16,6 +16,8 @@ from worker.ml.kernels import (
     noise_generator,
     sample_noise,
 )
+from worker.ml.models import build_model
+from worker.ml.spec import ModelSpec
 
 K = 4
 
@@ -117,9 +119,7 @@ def test_weights_restored_after_an_exception() -> None:
 
 
 def test_project_small_cnn() -> None:
-    models = pytest.importorskip("worker.ml.models")
-    spec_mod = pytest.importorskip("worker.ml.spec")
-    net = models.build_model(spec_mod.ModelSpec("small_cnn", (1, 28, 28), 10), seed=0)
+    net = build_model(ModelSpec("small_cnn", (1, 28, 28), 10), seed=0)
     pool = make_pool((1, 28, 28), 6, seed=6)
     want = noise_deviations_reference(net, pool.split(4), num_samples=3, seed=3)
     got = noise_deviations(net, pool.split(4), num_samples=3, seed=3)
