@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from app.core.limits import BodySizeLimit
 from app.core.ratelimit import make_limiter
 from app.core.tasks import CelerySender, TaskSender
 from app.cycles.router import router as cycles_router
+from app.fastpath.hot_path import make_hot_path
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.observability.install import install_observability
@@ -51,6 +54,7 @@ def create_app(
     celery = create_celery(settings)
     engine = engine or make_engine(settings.database_url)
     app = FastAPI(
+        lifespan=_lifespan,
         title="annoloop",
         version="0.1.0",
         description="Deep active learning with people in the loop.",
@@ -62,6 +66,13 @@ def create_app(
     app.state.celery = celery
     app.state.task_sender = task_sender or CelerySender(celery)
     app.state.rate_limiter = make_limiter(settings.broker_url)
+    app.state.hot_path = make_hot_path(
+        settings,
+        engine,
+        app.state.rate_limiter,
+        app.state.task_sender,
+        own_sessions=session_factory is None,
+    )
 
     errors_http.install(app)
     app.include_router(health_router)
@@ -81,6 +92,13 @@ def create_app(
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
     install_observability(app, settings)  # last: request ids, /metrics, access log
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    if app.state.hot_path is not None:
+        await app.state.hot_path.close()
 
 
 def _limit_for(settings: Settings) -> Any:

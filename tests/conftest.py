@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 import app.db_models as models
@@ -35,7 +35,24 @@ def migrated_engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture
-def connection(migrated_engine: Engine) -> Iterator[Connection]:
+def db_mode(request: pytest.FixtureRequest) -> str:
+    """``rolled_back`` (default): the app works inside the test's one transaction, rolled
+    back afterwards. ``committed``: the app opens its own connections and commits, as in
+    production, which on Postgres puts ``next`` and ``submit`` on their async hot path
+    (app/fastpath); the tables are emptied afterwards. Modules that test those routes run in
+    both modes: ``pytestmark = BOTH_DB_MODES``."""
+    return str(getattr(request, "param", "rolled_back"))
+
+
+BOTH_DB_MODES = pytest.mark.parametrize("db_mode", ["rolled_back", "committed"], indirect=True)
+
+
+@pytest.fixture
+def connection(migrated_engine: Engine, db_mode: str) -> Iterator[Connection | None]:
+    if db_mode == "committed":
+        yield None
+        _empty_tables(migrated_engine)
+        return
     conn = migrated_engine.connect()
     outer = conn.begin()
     try:
@@ -45,8 +62,21 @@ def connection(migrated_engine: Engine) -> Iterator[Connection]:
         conn.close()
 
 
+def _empty_tables(engine: Engine) -> None:
+    tables = models.Base.metadata.sorted_tables
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                conn.execute(table.delete())
+
+
 @pytest.fixture
-def factory(connection: Connection) -> sessionmaker[Session]:
+def factory(migrated_engine: Engine, connection: Connection | None) -> sessionmaker[Session]:
+    if connection is None:
+        return sessionmaker(bind=migrated_engine, expire_on_commit=False)
     # Request commits become savepoint releases inside the test's outer transaction.
     return sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
@@ -60,9 +90,14 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def app_client(
-    settings: Settings, migrated_engine: Engine, factory: sessionmaker[Session]
+    settings: Settings,
+    migrated_engine: Engine,
+    factory: sessionmaker[Session],
+    connection: Connection | None,
 ) -> Iterator[TestClient]:
-    application = create_app(settings, engine=migrated_engine, session_factory=factory)
+    # Committed mode: the app makes its own sessions (and, on Postgres, its hot path).
+    own = None if connection is None else factory
+    application = create_app(settings, engine=migrated_engine, session_factory=own)
     with TestClient(application) as client:
         yield client
 

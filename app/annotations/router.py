@@ -5,8 +5,10 @@ import io
 import json
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
 
 from app.annotations import repository, service
 from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResult, ImportRow
@@ -15,6 +17,7 @@ from app.core.ids import IdPath, IdQuery
 from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.deps import (
     Bearer,
+    BearerToken,
     DbSession,
     Engineer,
     SettingsDep,
@@ -22,6 +25,7 @@ from app.deps import (
     commit_in_route,
     limit_label_rate,
 )
+from app.fastpath.hot_path import HotPath
 from app.projects import service as projects
 
 router = APIRouter(tags=["annotations"])
@@ -39,22 +43,35 @@ async def _raw_body(request: Request) -> bytes:
     status_code=201,
     responses={200: {"model": AnnotationOut, "description": "Replay of an idempotency key."}},
 )
-def submit_annotation(
+async def submit_annotation(
     item_id: IdPath,
     body: AnnotationCreate,
+    request: Request,
     db: DbSession,
     bearer: Bearer,
     response: Response,
 ) -> AnnotationOut:
+    hot: HotPath | None = request.app.state.hot_path
+    if hot is not None:
+        done = await hot.submit(bearer.token, bearer.client, item_id, body)
+        out, replayed = done.annotation, done.replayed
+    else:
+        out, replayed = await anyio.to_thread.run_sync(_submit, db, bearer, item_id, body)
+    if replayed:
+        response.status_code = 200
+    return out
+
+
+def _submit(
+    db: Session, bearer: BearerToken, item_id: int, body: AnnotationCreate
+) -> tuple[AnnotationOut, bool]:
     # The annotator's hot path: authentication, the label and the commit in one thread hop.
     actor = authenticate_request(db, bearer)
     limit_label_rate(bearer, actor)
     item, project = projects.get_visible_item(db, actor, item_id)
     result = service.submit(db, actor, project, item, body)
     commit_in_route(db)
-    if result.replayed:
-        response.status_code = 200
-    return AnnotationOut.model_validate(result.annotation)
+    return AnnotationOut.model_validate(result.annotation), result.replayed
 
 
 @router.get("/projects/{project_id}/annotations", response_model=Page[AnnotationOut])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import redis
+import redis.asyncio
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
@@ -101,7 +102,74 @@ class RedisLimiter(_Window):
         return int(value) if value else 0
 
 
+class AsyncRateLimiter(Protocol):
+    """``RateLimiter`` for routes that run in the event loop (``app.fastpath``)."""
+
+    async def hit(self, key: str) -> int: ...
+
+    async def count(self, key: str) -> int: ...
+
+    def retry_after(self) -> int: ...
+
+
+class AsyncMemoryLimiter:
+    """The in-process counter behind an async face: it does no I/O, so nothing to await."""
+
+    def __init__(self, limiter: MemoryLimiter) -> None:
+        self.limiter = limiter
+
+    async def hit(self, key: str) -> int:
+        return self.limiter.hit(key)
+
+    async def count(self, key: str) -> int:
+        return self.limiter.count(key)
+
+    def retry_after(self) -> int:
+        return self.limiter.retry_after()
+
+
+class AsyncRedisLimiter(_Window):
+    """The same Redis counters as ``RedisLimiter`` (the two share every count)."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self.redis = redis.asyncio.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+    def _key(self, key: str) -> str:
+        return f"annoloop:ratelimit:{key}:{self.window()}"
+
+    async def hit(self, key: str) -> int:
+        name = self._key(key)
+        try:
+            pipe = self.redis.pipeline()
+            pipe.incr(name)
+            pipe.expire(name, WINDOW_SECONDS * 2, nx=True)
+            count, _ = await pipe.execute()
+            return int(count)
+        except redis.RedisError:
+            log.warning("rate limiter: Redis unavailable, not limiting", exc_info=True)
+            return 0
+
+    async def count(self, key: str) -> int:
+        try:
+            value = await self.redis.get(self._key(key))
+        except redis.RedisError:
+            log.warning("rate limiter: Redis unavailable, not limiting", exc_info=True)
+            return 0
+        return int(value) if value else 0
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+
 def make_limiter(broker_url: str) -> RateLimiter:
     if broker_url.startswith(("redis://", "rediss://")):
         return RedisLimiter(broker_url)
     return MemoryLimiter()
+
+
+def make_async_limiter(broker_url: str, sync: RateLimiter) -> AsyncRateLimiter:
+    """Counting in the same place as ``sync`` (its memory, or the same Redis)."""
+    if isinstance(sync, MemoryLimiter):
+        return AsyncMemoryLimiter(sync)
+    return AsyncRedisLimiter(broker_url)

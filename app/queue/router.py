@@ -2,17 +2,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+import anyio
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 
 from app.core.ids import IdPath
 from app.deps import (
     Bearer,
+    BearerToken,
     CurrentUser,
     DbSession,
     SettingsDep,
     authenticate_request,
     commit_in_route,
 )
+from app.fastpath.hot_path import HotPath
 from app.projects import service as projects
 from app.queue import service
 from app.queue.schemas import NextOut
@@ -21,8 +25,9 @@ router = APIRouter(tags=["queue"])
 
 
 @router.get("/projects/{project_id}/next", response_model=NextOut)
-def next_item(
+async def next_item(
     project_id: IdPath,
+    request: Request,
     db: DbSession,
     bearer: Bearer,
     settings: SettingsDep,
@@ -34,10 +39,21 @@ def next_item(
 
     Not a pure read: it creates a lease. Asking again while holding one returns the same lease.
     """
+    hot: HotPath | None = request.app.state.hot_path
+    if hot is not None:
+        return await hot.next_item(bearer.token, bearer.client, project_id, ahead)
+    return await anyio.to_thread.run_sync(
+        _next_item, db, bearer, project_id, settings.lease_seconds, ahead
+    )
+
+
+def _next_item(
+    db: Session, bearer: BearerToken, project_id: int, lease_seconds: int, ahead: int
+) -> NextOut:
     # The annotator's hot path: authentication, the lease and the commit in one thread hop.
     actor = authenticate_request(db, bearer)
     project = projects.get_visible(db, actor, project_id)
-    out = service.next_item(db, actor, project, settings.lease_seconds, ahead)
+    out = service.next_item(db, actor, project, lease_seconds, ahead)
     commit_in_route(db)
     return out
 

@@ -56,6 +56,12 @@ def next_item(
             refusal = got
             break
         leased.append(got)
+    return with_ahead(leased, refusal)
+
+
+def with_ahead(leased: list[NextOut], refusal: NextOut | None) -> NextOut:
+    """The answer to ``next``: the first lease with the second as ``ahead``, or the refusal
+    when there is none."""
     if not leased:
         assert refusal is not None
         return refusal

@@ -4,7 +4,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
-from tests.conftest import Accounts, row_counts
+from tests.conftest import BOTH_DB_MODES, Accounts, row_counts
+
+pytestmark = BOTH_DB_MODES
 
 
 def _setup(

@@ -11,7 +11,9 @@ from app.core.enums import ProjectKind
 from app.cycles.models import Cycle
 from app.queue.models import QueueEntry
 from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
-from tests.conftest import Accounts, row_counts
+from tests.conftest import BOTH_DB_MODES, Accounts, row_counts
+
+pytestmark = BOTH_DB_MODES
 
 
 def _clean_project(

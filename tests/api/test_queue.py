@@ -16,7 +16,9 @@ from app.cycles.service import complete_if_labelled
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
 from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
-from tests.conftest import Accounts, row_counts
+from tests.conftest import BOTH_DB_MODES, Accounts, row_counts
+
+pytestmark = BOTH_DB_MODES
 
 
 def _project(

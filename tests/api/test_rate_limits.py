@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
@@ -19,7 +19,7 @@ from app.core.ratelimit import MemoryLimiter, RedisLimiter
 from app.main import create_app
 from tests.api.helpers import add_member, create_project, upload_png
 from tests.backends import REDIS_URL
-from tests.conftest import Accounts
+from tests.conftest import BOTH_DB_MODES, Accounts
 
 REDIS_DB12 = REDIS_URL.rsplit("/", 1)[0] + "/12"
 
@@ -30,6 +30,7 @@ def limited_client(
     settings: Settings,
     migrated_engine: Engine,
     factory: sessionmaker[Session],
+    connection: Connection | None,
 ) -> Iterator[TestClient]:
     update: dict[str, object] = {
         "rate_limit_labels_per_minute": 3,
@@ -38,8 +39,9 @@ def limited_client(
     if request.param == "redis":
         redis.Redis.from_url(REDIS_DB12).flushdb()
         update |= {"broker_url": REDIS_DB12, "result_backend": REDIS_DB12}
+    own = None if connection is None else factory  # committed mode: the hot path
     app = create_app(
-        settings.model_copy(update=update), engine=migrated_engine, session_factory=factory
+        settings.model_copy(update=update), engine=migrated_engine, session_factory=own
     )
     limiter = MemoryLimiter if request.param == "memory" else RedisLimiter
     assert isinstance(app.state.rate_limiter, limiter)
@@ -55,6 +57,7 @@ def _retry_after(r: object) -> int:
     return value
 
 
+@BOTH_DB_MODES
 def test_label_submissions_are_limited_per_annotator(
     limited_client: TestClient, accounts: Accounts
 ) -> None:
@@ -74,6 +77,7 @@ def test_label_submissions_are_limited_per_annotator(
     assert r.status_code == 409, r.text
 
 
+@BOTH_DB_MODES
 def test_failed_token_checks_block_the_address(
     limited_client: TestClient, accounts: Accounts
 ) -> None:

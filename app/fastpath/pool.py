@@ -1,0 +1,104 @@
+"""The async connection pool of the hot path, and one transaction on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy.engine import URL
+
+from app.core.errors import ServiceUnavailable
+
+T = TypeVar("T")
+Params = Mapping[str, Any]
+# Waiting longer for a connection than this answers 503: the database is down or the pool
+# is exhausted, and the client should come back later rather than hold its request open.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def conninfo(url: URL) -> str:
+    """A libpq URI from the SQLAlchemy URL (``postgresql+psycopg://`` → ``postgresql://``)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Tx:
+    """One transaction's statements; rows come back as named tuples."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self.answered = False  # whether the database has answered any statement yet
+
+    async def _run(self, sql: str, params: Params) -> psycopg.AsyncCursor[Any]:
+        cursor = await self._conn.execute(sql, params)
+        self.answered = True
+        return cursor
+
+    async def one(self, sql: str, params: Params) -> Any | None:
+        """The first row, or None."""
+        return await (await self._run(sql, params)).fetchone()
+
+    async def all(self, sql: str, params: Params) -> list[Any]:
+        return await (await self._run(sql, params)).fetchall()
+
+    async def execute(self, sql: str, params: Params) -> None:
+        await self._run(sql, params)
+
+
+class HotPool:
+    """Opened on first use, in the event loop that serves requests; closed at shutdown."""
+
+    def __init__(self, url: URL, max_size: int) -> None:
+        self._pool = AsyncConnectionPool(
+            conninfo(url),
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=CONNECT_TIMEOUT_S,
+            kwargs={"row_factory": namedtuple_row, "options": "-c TimeZone=UTC"},
+            name="annoloop-hot-path",
+        )
+        self._opening = asyncio.Lock()
+        self._opened = False
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """``work`` in one transaction: committed when it returns, rolled back if it raises.
+
+        A connection the pool kept across a database restart fails on its first statement;
+        that attempt changed nothing, so it is retried once on a fresh connection (cheaper
+        than a ping before every request). Any other loss of the database is a 503.
+        """
+        if not self._opened:
+            async with self._opening:
+                if not self._opened:
+                    await self._pool.open(wait=False)
+                    self._opened = True
+        for attempt in (1, 2):
+            tx: Tx | None = None
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    tx = Tx(conn)
+                    return await work(tx)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if attempt == 1 and tx is not None and not tx.answered:
+                    continue
+                raise _unavailable() from exc
+            except PoolTimeout as exc:
+                raise _unavailable() from exc
+        raise AssertionError("unreachable")
+
+
+def _unavailable() -> ServiceUnavailable:
+    error = ServiceUnavailable(
+        "the database is unavailable; retry later", code="database_unavailable"
+    )
+    error.headers = {"Retry-After": "5"}
+    return error
