@@ -5,7 +5,6 @@ import io
 import json
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
@@ -22,7 +21,7 @@ from app.deps import (
     Engineer,
     SettingsDep,
     authenticate_request,
-    commit_in_route,
+    in_own_session,
     limit_label_rate,
 )
 from app.fastpath.hot_path import HotPath
@@ -47,7 +46,6 @@ async def submit_annotation(
     item_id: IdPath,
     body: AnnotationCreate,
     request: Request,
-    db: DbSession,
     bearer: Bearer,
     response: Response,
 ) -> AnnotationOut:
@@ -56,7 +54,7 @@ async def submit_annotation(
         done = await hot.submit(bearer.token, bearer.client, item_id, body)
         out, replayed = done.annotation, done.replayed
     else:
-        out, replayed = await anyio.to_thread.run_sync(_submit, db, bearer, item_id, body)
+        out, replayed = await in_own_session(request, _submit, bearer, item_id, body)
     if replayed:
         response.status_code = 200
     return out
@@ -65,12 +63,10 @@ async def submit_annotation(
 def _submit(
     db: Session, bearer: BearerToken, item_id: int, body: AnnotationCreate
 ) -> tuple[AnnotationOut, bool]:
-    # The annotator's hot path: authentication, the label and the commit in one thread hop.
     actor = authenticate_request(db, bearer)
     limit_label_rate(bearer, actor)
     item, project = projects.get_visible_item(db, actor, item_id)
     result = service.submit(db, actor, project, item, body)
-    commit_in_route(db)
     return AnnotationOut.model_validate(result.annotation), result.replayed
 
 

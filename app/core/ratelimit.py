@@ -10,6 +10,7 @@ a Redis blip must not stop labelling.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -133,7 +134,21 @@ class AsyncRedisLimiter(_Window):
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__(clock)
-        self.redis = redis.asyncio.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self.url = url
+        # One client per event loop: its connections belong to the loop that opened them.
+        self._clients: dict[asyncio.AbstractEventLoop, redis.asyncio.Redis] = {}
+
+    @property
+    def redis(self) -> redis.asyncio.Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            self._clients = {k: v for k, v in self._clients.items() if not k.is_closed()}
+            client = redis.asyncio.Redis.from_url(
+                self.url, socket_timeout=1, socket_connect_timeout=1
+            )
+            self._clients[loop] = client
+        return client
 
     def _key(self, key: str) -> str:
         return f"annoloop:ratelimit:{key}:{self.window()}"
@@ -159,7 +174,9 @@ class AsyncRedisLimiter(_Window):
         return int(value) if value else 0
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
 
 def make_limiter(broker_url: str) -> RateLimiter:

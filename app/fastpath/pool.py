@@ -49,25 +49,44 @@ class Tx:
 
 
 class HotPool:
-    """Opened on first use, in the event loop that serves requests; closed at shutdown."""
+    """Opened on first use in the event loop that serves requests, closed at shutdown.
+
+    One pool per event loop: asyncio connections cannot move between loops. A server has
+    one loop per process; tests drive one app from several (one per test client).
+    """
 
     def __init__(self, url: URL, max_size: int) -> None:
-        self._pool = AsyncConnectionPool(
-            conninfo(url),
+        self._conninfo = conninfo(url)
+        self._max_size = max_size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: AsyncConnectionPool | None = None
+        self._ready: asyncio.Task[None] | None = None
+
+    def _make(self) -> AsyncConnectionPool:
+        return AsyncConnectionPool(
+            self._conninfo,
             min_size=1,
-            max_size=max_size,
+            max_size=self._max_size,
             open=False,
             timeout=CONNECT_TIMEOUT_S,
             kwargs={"row_factory": namedtuple_row, "options": "-c TimeZone=UTC"},
             name="annoloop-hot-path",
         )
-        self._opening = asyncio.Lock()
-        self._opened = False
+
+    async def _current(self) -> AsyncConnectionPool:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._pool is None or self._ready is None:
+            # Set before the first await, so concurrent first requests share one pool.
+            self._loop, self._pool = loop, self._make()
+            self._ready = loop.create_task(self._pool.open())
+        await self._ready
+        return self._pool
 
     async def close(self) -> None:
-        if self._opened:
-            await self._pool.close()
-            self._opened = False
+        pool, loop = self._pool, self._loop
+        self._loop = self._pool = self._ready = None
+        if pool is not None and loop is asyncio.get_running_loop():
+            await pool.close()
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """``work`` in one transaction: committed when it returns, rolled back if it raises.
@@ -76,15 +95,11 @@ class HotPool:
         that attempt changed nothing, so it is retried once on a fresh connection (cheaper
         than a ping before every request). Any other loss of the database is a 503.
         """
-        if not self._opened:
-            async with self._opening:
-                if not self._opened:
-                    await self._pool.open(wait=False)
-                    self._opened = True
+        pool = await self._current()
         for attempt in (1, 2):
             tx: Tx | None = None
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with pool.connection() as conn, conn.transaction():
                     tx = Tx(conn)
                     return await work(tx)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:

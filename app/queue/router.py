@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.orm import Session
 
@@ -14,7 +13,7 @@ from app.deps import (
     DbSession,
     SettingsDep,
     authenticate_request,
-    commit_in_route,
+    in_own_session,
 )
 from app.fastpath.hot_path import HotPath
 from app.projects import service as projects
@@ -28,9 +27,7 @@ router = APIRouter(tags=["queue"])
 async def next_item(
     project_id: IdPath,
     request: Request,
-    db: DbSession,
     bearer: Bearer,
-    settings: SettingsDep,
     ahead: Annotated[
         int, Query(ge=0, le=1, description="1: also lease the item after this one (prefetch).")
     ] = 0,
@@ -42,19 +39,17 @@ async def next_item(
     hot: HotPath | None = request.app.state.hot_path
     if hot is not None:
         return await hot.next_item(bearer.token, bearer.client, project_id, ahead)
-    return await anyio.to_thread.run_sync(
-        _next_item, db, bearer, project_id, settings.lease_seconds, ahead
+    return await in_own_session(
+        request, _next_item, bearer, project_id, bearer.settings.lease_seconds, ahead
     )
 
 
 def _next_item(
     db: Session, bearer: BearerToken, project_id: int, lease_seconds: int, ahead: int
 ) -> NextOut:
-    # The annotator's hot path: authentication, the lease and the commit in one thread hop.
     actor = authenticate_request(db, bearer)
     project = projects.get_visible(db, actor, project_id)
     out = service.next_item(db, actor, project, lease_seconds, ahead)
-    commit_in_route(db)
     return out
 
 
