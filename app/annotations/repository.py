@@ -1,10 +1,24 @@
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
 from app.core.enums import LabelSource
+
+_LIVE_ON_ITEM = and_(
+    Annotation.item_id == bindparam("item_id"),
+    Annotation.source == LabelSource.human,
+    Annotation.retracted_at.is_(None),
+)
+# Built once (every submit asks): with and without an idempotency key.
+_OWN_LIVE = select(Annotation).where(
+    Annotation.annotator_id == bindparam("annotator_id"), _LIVE_ON_ITEM
+)
+_OWN_LIVE_OR_KEYED = select(Annotation).where(
+    Annotation.annotator_id == bindparam("annotator_id"),
+    or_(_LIVE_ON_ITEM, Annotation.idempotency_key == bindparam("key")),
+)
 
 
 def own_labels(
@@ -12,19 +26,9 @@ def own_labels(
 ) -> list[Annotation]:
     """The annotator's label under ``idempotency_key`` and their live human label on the
     item (at most two rows, each found by its unique index): one query per submit."""
-    live_on_item = and_(
-        Annotation.item_id == item_id,
-        Annotation.source == LabelSource.human,
-        Annotation.retracted_at.is_(None),
-    )
-    wanted = (
-        live_on_item
-        if idempotency_key is None
-        else or_(live_on_item, Annotation.idempotency_key == idempotency_key)
-    )
-    return list(
-        db.scalars(select(Annotation).where(Annotation.annotator_id == annotator_id, wanted))
-    )
+    params = {"annotator_id": annotator_id, "item_id": item_id, "key": idempotency_key}
+    stmt = _OWN_LIVE if idempotency_key is None else _OWN_LIVE_OR_KEYED
+    return list(db.scalars(stmt, params))
 
 
 def existing_keys(db: Session, annotator_ids: set[int], keys: set[str]) -> set[tuple[int, str]]:

@@ -13,7 +13,7 @@ from app.core.security import hash_token, new_token
 
 
 def authenticate(db: Session, token: str, secret: str) -> Annotator:
-    record = repository.token_by_hash(db, hash_token(token, secret))
+    record = repository.token_owner(db, hash_token(token, secret))
     if record is None or record.revoked_at is not None:
         raise Unauthorized("unknown or revoked token")
     if record.expires_at is not None and record.expires_at <= utcnow():

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.core.enums import CycleState, QueueState
@@ -47,13 +47,20 @@ def open_entries(db: Session, cycle_id: int) -> int:
     return int(db.scalar(stmt) or 0)
 
 
+_OPEN_ENTRY = (
+    select(QueueEntry.id)
+    .where(
+        QueueEntry.project_id == bindparam("project_id"),
+        QueueEntry.state == QueueState.open,
+        QueueEntry.cycle_id == bindparam("cycle_id"),
+    )
+    .limit(1)
+)
+
+
 def has_open_entry(db: Session, project_id: int, cycle_id: int) -> bool:
     """Whether any entry of the cycle still wants labels. Asked after every label that
     finishes an entry, so it must not count a big batch: the (project, state, rank, id) index
     yields open entries only, and the first one of this cycle answers."""
-    stmt = select(QueueEntry.id).where(
-        QueueEntry.project_id == project_id,
-        QueueEntry.state == QueueState.open,
-        QueueEntry.cycle_id == cycle_id,
-    )
-    return db.scalar(stmt.limit(1)) is not None
+    params = {"project_id": project_id, "cycle_id": cycle_id}
+    return db.scalar(_OPEN_ENTRY, params) is not None

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, exists, select, true
+from sqlalchemy import Integer, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from app.items.models import Item
@@ -15,18 +15,25 @@ def is_member(db: Session, project_id: int, annotator_id: int) -> bool:
     return db.get(ProjectMember, (project_id, annotator_id)) is not None
 
 
-def _visible(annotator_id: int | None) -> ColumnElement[bool]:
-    """Whether the project row is visible: to everyone (``None``, admins) or to members."""
-    if annotator_id is None:
-        return true()
-    return exists().where(
-        ProjectMember.project_id == Project.id, ProjectMember.annotator_id == annotator_id
-    )
+# Built once: the annotator's routes ask on every call, and building a statement (with its
+# cache key) cost more than running it on SQLite. ``member``: None for admins (who see every
+# project), else the caller, who must be a member.
+_MEMBER = bindparam("member", type_=Integer)
+_VISIBLE = or_(
+    _MEMBER.is_(None),
+    exists().where(ProjectMember.project_id == Project.id, ProjectMember.annotator_id == _MEMBER),
+)
+_PROJECT_IF_VISIBLE = select(Project).where(Project.id == bindparam("project_id"), _VISIBLE)
+_ITEM_AND_PROJECT = (
+    select(Item, Project, _VISIBLE.label("seen"))
+    .join(Project, Project.id == Item.project_id)
+    .where(Item.id == bindparam("item_id"))
+)
 
 
 def visible(db: Session, project_id: int, annotator_id: int | None) -> Project | None:
     """The project if it exists and is visible, in one query (every annotator call asks)."""
-    return db.scalar(select(Project).where(Project.id == project_id, _visible(annotator_id)))
+    return db.scalar(_PROJECT_IF_VISIBLE, {"project_id": project_id, "member": annotator_id})
 
 
 def item_and_project(
@@ -34,11 +41,7 @@ def item_and_project(
 ) -> tuple[Item | None, Project | None]:
     """An item and its project when visible, in one query; ``(item, None)`` when the item
     exists in a project the caller cannot see, ``(None, None)`` when there is no such item."""
-    row = db.execute(
-        select(Item, Project, _visible(annotator_id))
-        .join(Project, Project.id == Item.project_id)
-        .where(Item.id == item_id)
-    ).first()
+    row = db.execute(_ITEM_AND_PROJECT, {"item_id": item_id, "member": annotator_id}).first()
     if row is None:
         return None, None
     item, project, seen = row

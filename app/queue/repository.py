@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, case, exists, func, insert, or_, select, update
+from sqlalchemy import Integer, Row, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
@@ -15,6 +15,18 @@ from app.cycles.models import Cycle
 from app.items.models import Item
 from app.queue.models import Lease, QueueEntry
 
+_NO_SYNC = {"synchronize_session": False}
+
+
+# The statements every `next` or submit runs are built once, here: building one (with its
+# cache key) cost more than running it on SQLite.
+_STALE = (
+    select(Lease.id, Lease.queue_entry_id)
+    .where(Lease.released_at.is_(None), Lease.expires_at <= bindparam("now"))
+    .order_by(Lease.id)
+    .with_for_update(skip_locked=True)
+)
+
 
 def expire_stale(db: Session, now: datetime) -> int:
     """Close leases past their expiry and give their slots back; returns how many.
@@ -22,12 +34,7 @@ def expire_stale(db: Session, now: datetime) -> int:
     Rows are claimed with SKIP LOCKED in id order, so concurrent sweeps never wait on or
     deadlock with each other, and a lease being submitted (locked) is left alone.
     """
-    stale = db.execute(
-        select(Lease.id, Lease.queue_entry_id)
-        .where(Lease.released_at.is_(None), Lease.expires_at <= now)
-        .order_by(Lease.id)
-        .with_for_update(skip_locked=True)
-    ).all()
+    stale = db.execute(_STALE, {"now": now}).all()
     if not stale:
         return 0
     db.execute(
@@ -60,74 +67,87 @@ _ITEM = (
 )
 
 
+_HELD = (
+    select(
+        Lease.id,
+        Lease.queue_entry_id,
+        Lease.created_at,
+        Lease.expires_at,
+        QueueEntry.cycle_id,
+        *_ITEM,
+    )
+    .join(QueueEntry, QueueEntry.id == Lease.queue_entry_id)
+    .join(Item, Item.id == Lease.item_id)
+    .where(
+        Lease.project_id == bindparam("project_id"),
+        Lease.annotator_id == bindparam("annotator_id"),
+        Lease.released_at.is_(None),
+        Lease.expires_at > bindparam("now"),
+    )
+    .order_by(Lease.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+
 def held_leases(
     db: Session, project_id: int, annotator_id: int, now: datetime, limit: int
 ) -> list[Row[Any]]:
     """The annotator's live leases in this project, oldest first, with their items and
     cycles: ``id``, ``queue_entry_id``, ``created_at``, ``expires_at``, ``cycle_id``, item."""
-    stmt = (
-        select(
-            Lease.id,
-            Lease.queue_entry_id,
-            Lease.created_at,
-            Lease.expires_at,
-            QueueEntry.cycle_id,
-            *_ITEM,
-        )
-        .join(QueueEntry, QueueEntry.id == Lease.queue_entry_id)
-        .join(Item, Item.id == Lease.item_id)
-        .where(
-            Lease.project_id == project_id,
-            Lease.annotator_id == annotator_id,
-            Lease.released_at.is_(None),
-            Lease.expires_at > now,
-        )
-        .order_by(Lease.id)
-        .limit(limit)
-    )
-    return list(db.execute(stmt).all())
+    params = {"project_id": project_id, "annotator_id": annotator_id, "now": now, "limit": limit}
+    return list(db.execute(_HELD, params).all())
+
+
+_OPEN_LEASES = select(func.count(Lease.id)).where(
+    Lease.project_id == bindparam("project_id"), Lease.released_at.is_(None)
+)
 
 
 def open_leases(db: Session, project_id: int) -> int:
-    stmt = select(func.count(Lease.id)).where(
-        Lease.project_id == project_id, Lease.released_at.is_(None)
+    return int(db.scalar(_OPEN_LEASES, {"project_id": project_id}) or 0)
+
+
+_ANNOTATOR = bindparam("annotator_id", type_=Integer)
+_PICK = (
+    select(QueueEntry.id.label("entry_id"), QueueEntry.cycle_id, *_ITEM)
+    .join(Item, Item.id == QueueEntry.item_id)
+    .where(
+        QueueEntry.project_id == bindparam("project_id"),
+        QueueEntry.state == QueueState.open,
+        # A correlated EXISTS, not a join: with the cycle as the outer loop SQLite sorted
+        # every open entry on each call instead of walking the index in (rank, id) order.
+        exists().where(Cycle.id == QueueEntry.cycle_id, Cycle.state == CycleState.labeling),
+        QueueEntry.labels_received + QueueEntry.leases_open < QueueEntry.labels_wanted,
+        ~exists().where(  # labelled by this annotator
+            Annotation.item_id == QueueEntry.item_id,
+            Annotation.annotator_id == _ANNOTATOR,
+            Annotation.retracted_at.is_(None),
+        ),
+        ~exists().where(  # held or skipped by this annotator
+            Lease.queue_entry_id == QueueEntry.id,
+            Lease.annotator_id == _ANNOTATOR,
+            or_(Lease.released_at.is_(None), Lease.outcome == LeaseOutcome.skipped),
+        ),
     )
-    return int(db.scalar(stmt) or 0)
+    .order_by(QueueEntry.rank, QueueEntry.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, of=QueueEntry)
+)
 
 
 def pick_entry(db: Session, project_id: int, annotator_id: int) -> Row[Any] | None:
     """The best-ranked entry with a free slot that this annotator has neither labelled nor
     skipped, locked (Postgres: rows other requests hold are skipped, not waited for), with
     its item: ``entry_id``, ``cycle_id``, item columns."""
-    labelled = exists().where(
-        Annotation.item_id == QueueEntry.item_id,
-        Annotation.annotator_id == annotator_id,
-        Annotation.retracted_at.is_(None),
-    )
-    seen = exists().where(
-        Lease.queue_entry_id == QueueEntry.id,
-        Lease.annotator_id == annotator_id,
-        or_(Lease.released_at.is_(None), Lease.outcome == LeaseOutcome.skipped),
-    )
-    # A correlated EXISTS, not a join: with the cycle as the outer loop SQLite sorted every
-    # open entry on each call instead of walking the index in (rank, id) order.
-    labeling = exists().where(Cycle.id == QueueEntry.cycle_id, Cycle.state == CycleState.labeling)
-    stmt = (
-        select(QueueEntry.id.label("entry_id"), QueueEntry.cycle_id, *_ITEM)
-        .join(Item, Item.id == QueueEntry.item_id)
-        .where(
-            QueueEntry.project_id == project_id,
-            QueueEntry.state == QueueState.open,
-            labeling,
-            QueueEntry.labels_received + QueueEntry.leases_open < QueueEntry.labels_wanted,
-            ~labelled,
-            ~seen,
-        )
-        .order_by(QueueEntry.rank, QueueEntry.id)
-        .limit(1)
-        .with_for_update(skip_locked=True, of=QueueEntry)
-    )
-    return db.execute(stmt).first()
+    return db.execute(_PICK, {"project_id": project_id, "annotator_id": annotator_id}).first()
+
+
+_INSERT_LEASE = insert(Lease).returning(Lease.id)
+_COUNT_LEASE = (
+    update(QueueEntry)
+    .where(QueueEntry.id == bindparam("entry_id"))
+    .values(leases_open=QueueEntry.leases_open + 1)
+)
 
 
 def add_lease(
@@ -141,24 +161,31 @@ def add_lease(
     expires_at: datetime,
 ) -> int:
     """Insert a lease on a locked queue entry and count it there; returns the lease id."""
-    lease_id = db.execute(
-        insert(Lease)
-        .values(
-            project_id=project_id,
-            queue_entry_id=entry_id,
-            item_id=item_id,
-            annotator_id=annotator_id,
-            created_at=created_at,
-            expires_at=expires_at,
-        )
-        .returning(Lease.id)
-    ).scalar_one()
-    db.execute(
-        update(QueueEntry)
-        .where(QueueEntry.id == entry_id)
-        .values(leases_open=QueueEntry.leases_open + 1)
-    )
+    values = {
+        "project_id": project_id,
+        "queue_entry_id": entry_id,
+        "item_id": item_id,
+        "annotator_id": annotator_id,
+        "created_at": created_at,
+        "expires_at": expires_at,
+    }
+    lease_id = db.execute(_INSERT_LEASE, values).scalar_one()
+    db.execute(_COUNT_LEASE, {"entry_id": entry_id})
     return int(lease_id)
+
+
+_CLOSE_LEASE = (
+    update(Lease)
+    .where(
+        # Not named after columns: an UPDATE reserves those names for its SET clause.
+        Lease.item_id == bindparam("the_item"),
+        Lease.annotator_id == bindparam("the_annotator"),
+        Lease.released_at.is_(None),
+        Lease.expires_at > bindparam("now"),
+    )
+    .values(released_at=bindparam("now"), outcome=bindparam("the_outcome"))
+    .returning(Lease.id, Lease.queue_entry_id)
+)
 
 
 def close_lease(
@@ -167,18 +194,13 @@ def close_lease(
     """Close the annotator's live (unexpired) lease on an item; its ``id`` and
     ``queue_entry_id``, or None when there is none. The UPDATE locks the row until the
     commit, as ``FOR UPDATE`` would, against a concurrent sweep or skip."""
-    stmt = (
-        update(Lease)
-        .where(
-            Lease.item_id == item_id,
-            Lease.annotator_id == annotator_id,
-            Lease.released_at.is_(None),
-            Lease.expires_at > now,
-        )
-        .values(released_at=now, outcome=outcome)
-        .returning(Lease.id, Lease.queue_entry_id)
-    )
-    return db.execute(stmt, execution_options={"synchronize_session": False}).first()
+    params = {
+        "the_item": item_id,
+        "the_annotator": annotator_id,
+        "now": now,
+        "the_outcome": outcome,
+    }
+    return db.execute(_CLOSE_LEASE, params, execution_options=_NO_SYNC).first()
 
 
 def last_lease(db: Session, item_id: int, annotator_id: int) -> Lease | None:
@@ -196,24 +218,26 @@ def entry_for_update(db: Session, entry_id: int) -> QueueEntry:
     return entry
 
 
+_RECEIVED = QueueEntry.labels_received + 1
+_COUNT_LABEL = (
+    update(QueueEntry)
+    .where(QueueEntry.id == bindparam("entry_id"))
+    .values(
+        leases_open=QueueEntry.leases_open - 1,
+        labels_received=_RECEIVED,
+        state=case(
+            (QueueEntry.labels_wanted <= _RECEIVED, QueueState.done.value),
+            else_=QueueEntry.state,
+        ),
+    )
+    .returning(QueueEntry.cycle_id, QueueEntry.state)
+)
+
+
 def count_label(db: Session, entry_id: int) -> Row[int, QueueState]:
     """One label in, one lease closed on the entry, ``done`` when it has the labels it
     wants; returns ``cycle_id`` and ``state`` (after). One statement: it locks the row."""
-    received = QueueEntry.labels_received + 1
-    stmt = (
-        update(QueueEntry)
-        .where(QueueEntry.id == entry_id)
-        .values(
-            leases_open=QueueEntry.leases_open - 1,
-            labels_received=received,
-            state=case(
-                (received >= QueueEntry.labels_wanted, QueueState.done.value),
-                else_=QueueEntry.state,
-            ),
-        )
-        .returning(QueueEntry.cycle_id, QueueEntry.state)
-    )
-    return db.execute(stmt, execution_options={"synchronize_session": False}).one()
+    return db.execute(_COUNT_LABEL, {"entry_id": entry_id}, execution_options=_NO_SYNC).one()
 
 
 def want_another_label(db: Session, entry_id: int) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Row, update
+from sqlalchemy import Row, bindparam, case, or_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -195,17 +195,28 @@ def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) 
     return Labelled(labelled.cycle_id, labelled.entry_id, entry_done=False)
 
 
+# The budget ``labels_spent`` counts against, read from the row being updated (locked).
+_BUDGET = case(
+    (Project.kind == ProjectKind.clean, Project.relabel_budget), else_=Project.label_budget
+)
+_SPEND = (
+    update(Project)
+    .where(Project.id == bindparam("project_id"))
+    .values(labels_spent=Project.labels_spent + bindparam("n"))
+    .returning(Project.labels_spent)
+)
+_SPEND_WITHIN_BUDGET = _SPEND.where(
+    or_(_BUDGET.is_(None), Project.labels_spent + bindparam("n") <= _BUDGET)
+)
+
+
 def spend_budget(db: Session, project: Project, n: int = 1) -> None:
     """Atomically count ``n`` labels against the budget, or refuse with 409."""
-    stmt = update(Project).where(Project.id == project.id)
-    column = Project.relabel_budget if project.kind is ProjectKind.clean else Project.label_budget
-    if n > 0 and project.budget is not None:
-        stmt = stmt.where(Project.labels_spent + n <= column)
     # RETURNING instead of a refresh: the project row stays locked until the commit, so
     # every round trip after this update lengthens the queue of concurrent submits.
+    stmt = _SPEND_WITHIN_BUDGET if n > 0 else _SPEND
     spent = db.execute(
-        stmt.values(labels_spent=Project.labels_spent + n).returning(Project.labels_spent),
-        execution_options={"synchronize_session": False},
+        stmt, {"project_id": project.id, "n": n}, execution_options={"synchronize_session": False}
     ).scalar()
     if spent is None:
         raise Conflict("the project's label budget is spent", code="budget_spent")
