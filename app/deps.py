@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -99,7 +100,20 @@ async def in_own_session(request: Request, work: Callable[..., T], *args: Any) -
         finally:
             session.close()
 
+    if request.app.state.engine.dialect.name == "sqlite":
+        return await anyio.to_thread.run_sync(_one_writer, run)
     return await anyio.to_thread.run_sync(run)
+
+
+# SQLite has one write lock and every transaction takes it (BEGIN IMMEDIATE). Requests of
+# this process queue for it here, and the next one starts the moment it is free; left to
+# SQLite, they poll through the busy timeout, sleeping up to 100 ms between tries.
+_SQLITE_WRITER = threading.Lock()
+
+
+def _one_writer(run: Callable[[], T]) -> T:
+    with _SQLITE_WRITER:
+        return run()
 
 
 async def get_blobs(request: Request) -> BlobStore:
