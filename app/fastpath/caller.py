@@ -1,59 +1,37 @@
-"""Who is calling, and may they see the project: one statement for the token, its owner
-and the project (directly, or through an item), with the rules of ``app.auth.service``,
-``app.deps`` and ``app.projects.service``."""
+"""Calling the hot path's database functions: their refusals become the API's errors, and
+failed token checks are counted (``app.deps.authenticate_request``)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from app.core.db import utcnow
-from app.core.enums import ProjectKind
-from app.core.errors import NotFound, TooManyRequests, Unauthorized
+import psycopg
+
+from app.core.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+)
 from app.core.ratelimit import AsyncRateLimiter
 from app.core.security import hash_token
 
-_CALLER_COLUMNS = """
-    a.id AS annotator_id, a.role, a.active, t.revoked_at, t.expires_at,
-    p.id AS project_id, p.kind, p.classes, p.label_budget, p.relabel_budget,
-    p.labels_spent, p.finetune_every,
-    (a.role = 'admin' OR EXISTS (
-        SELECT 1 FROM project_member m WHERE m.project_id = p.id AND m.annotator_id = a.id
-    )) AS visible
-"""
-_TOKEN = """
-    FROM api_token t JOIN annotator a ON a.id = t.annotator_id
-"""
-CALLER_AND_PROJECT = f"""
-    SELECT {_CALLER_COLUMNS}
-    {_TOKEN} LEFT JOIN project p ON p.id = %(project_id)s
-    WHERE t.token_hash = %(token_hash)s
-"""
-CALLER_AND_ITEM = f"""
-    SELECT {_CALLER_COLUMNS},
-        i.id AS item_id, i.project_id AS item_project_id, i.split, i.external_id,
-        i.blob_sha256, i.media_type, i.width, i.height, i.meta,
-        i.created_at AS item_created_at
-    {_TOKEN} LEFT JOIN item i ON i.id = %(item_id)s LEFT JOIN project p ON p.id = i.project_id
-    WHERE t.token_hash = %(token_hash)s
-"""
-
-
-@dataclass(frozen=True)
-class ProjectView:
-    """What the hot routes read of a project."""
-
-    id: int
-    kind: ProjectKind
-    num_classes: int
-    budget: int | None  # the budget ``labels_spent`` counts against (relabels when cleaning)
-    labels_spent: int
-    finetune_every: int | None
+# The functions raise SQLSTATE ``AL<status>``, the error code as message, the text as detail.
+_REFUSALS: dict[str, type[DomainError]] = {
+    "AL401": Unauthorized,
+    "AL404": NotFound,
+    "AL409": Conflict,
+    "AL422": Unprocessable,
+}
+_OWNER = "SELECT annotator_id FROM annoloop_caller(%(token_hash)s, now())"
 
 
 class Gate:
-    """The failed-token-check limit of ``app.deps.authenticate_request``, awaited.
+    """Counts failed token checks per address and refuses an address past the limit.
 
     Every request must know its address's count, so this process remembers each count for
     ``REMEMBER_S`` instead of asking Redis every time; its own failures update it at once.
@@ -63,10 +41,15 @@ class Gate:
 
     REMEMBER_S = 1.0
     MAX_REMEMBERED = 10_000
+    OWNER_S = 60.0  # a token's owner never changes; whether it is still valid is checked
 
     def __init__(self, limiter: AsyncRateLimiter, limit: int, secret: str) -> None:
         self.limiter, self.limit, self.secret = limiter, limit, secret
         self._counts: dict[str, tuple[float, int]] = {}  # address → (valid until, count)
+        self._owners: dict[str, tuple[float, int]] = {}  # token hash → (until, annotator)
+
+    def token_hash(self, token: str) -> str:
+        return hash_token(token, self.secret)
 
     async def before(self, client: str) -> None:
         # Past the limit an address gets no token checks at all, so a right guess is not
@@ -77,17 +60,32 @@ class Gate:
                 retry_after=self.limiter.retry_after(),
             )
 
-    async def check(self, row: Any | None, client: str) -> int:
-        """The caller's annotator id from the row of ``CALLER_AND_*``, or 401 (counted)."""
+    async def call(self, tx: Any, sql: str, params: Mapping[str, Any], client: str) -> Any:
+        """The one row of a function call; a refusal raised by the function → its error."""
         try:
-            return _check_token(row)
-        except Unauthorized:
-            if self.limit:
+            row = await tx.one(sql, params)
+        except psycopg.Error as exc:
+            refusal = _REFUSALS.get(exc.sqlstate or "")
+            if refusal is None:
+                raise
+            if refusal is Unauthorized and self.limit:
                 self._remember(client, await self.limiter.hit(f"auth-fail:{client}"))
-            raise
+            raise refusal(
+                exc.diag.message_detail or "", code=exc.diag.message_primary or None
+            ) from None
+        assert row is not None
+        return row
 
-    def token_hash(self, token: str) -> str:
-        return hash_token(token, self.secret)
+    async def owner(self, tx: Any, token_hash: str, client: str = "unknown") -> int:
+        """Whose token this is (401 unless valid), remembered for ``OWNER_S``."""
+        known = self._owners.get(token_hash)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        row = await self.call(tx, _OWNER, {"token_hash": token_hash}, client)
+        if len(self._owners) >= self.MAX_REMEMBERED:
+            self._owners.clear()
+        self._owners[token_hash] = (time.monotonic() + self.OWNER_S, int(row.annotator_id))
+        return int(row.annotator_id)
 
     async def _count(self, client: str) -> int:
         known = self._counts.get(client)
@@ -101,28 +99,3 @@ class Gate:
         if len(self._counts) >= self.MAX_REMEMBERED:
             self._counts.clear()
         self._counts[client] = (time.monotonic() + self.REMEMBER_S, count)
-
-
-def _check_token(row: Any | None) -> int:
-    if row is None or row.revoked_at is not None:
-        raise Unauthorized("unknown or revoked token")
-    if row.expires_at is not None and row.expires_at <= utcnow():
-        raise Unauthorized("token expired")
-    if not row.active:
-        raise Unauthorized("account disabled")
-    return int(row.annotator_id)
-
-
-def visible_project(row: Any, project_id: int) -> ProjectView:
-    """The project of a ``CALLER_AND_*`` row, or 404 (missing and hidden look the same)."""
-    if row.project_id is None or not row.visible:
-        raise NotFound(f"project {project_id} not found")
-    kind = ProjectKind(row.kind)
-    return ProjectView(
-        id=int(row.project_id),
-        kind=kind,
-        num_classes=len(row.classes),
-        budget=row.relabel_budget if kind is ProjectKind.clean else row.label_budget,
-        labels_spent=int(row.labels_spent),
-        finetune_every=row.finetune_every,
-    )

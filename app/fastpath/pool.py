@@ -69,7 +69,13 @@ class HotPool:
             max_size=self._max_size,
             open=False,
             timeout=CONNECT_TIMEOUT_S,
-            kwargs={"row_factory": namedtuple_row, "options": "-c TimeZone=UTC"},
+            # Autocommit: each request is one call of a function (migration 0002), which is
+            # its own transaction; no BEGIN or COMMIT round trips.
+            kwargs={
+                "row_factory": namedtuple_row,
+                "options": "-c TimeZone=UTC",
+                "autocommit": True,
+            },
             name="annoloop-hot-path",
         )
 
@@ -89,17 +95,20 @@ class HotPool:
             await pool.close()
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
-        """``work`` in one transaction: committed when it returns, rolled back if it raises.
+        """``work`` on a pooled connection; each of its statements commits on its own.
 
         A connection the pool kept across a database restart fails on its first statement;
-        that attempt changed nothing, so it is retried once on a fresh connection (cheaper
-        than a ping before every request). Any other loss of the database is a 503.
+        that attempt is retried once on a fresh connection (cheaper than a ping before
+        every request). ``next`` is safe to repeat (it returns the caller's lease) and so is
+        a submit with an idempotency key; one without a key that the database committed
+        just before it went away answers 409 ``already_labelled`` on the retry. Any other
+        loss of the database is a 503.
         """
         pool = await self._current()
         for attempt in (1, 2):
             tx: Tx | None = None
             try:
-                async with pool.connection() as conn, conn.transaction():
+                async with pool.connection() as conn:
                     tx = Tx(conn)
                     return await work(tx)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
