@@ -34,7 +34,8 @@ class Annotation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("item.id"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"), index=True)
-    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"), index=True)
+    # No index of its own: the (annotator_id, idempotency_key) constraint's index serves it.
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"))
     class_index: Mapped[int]
     source: Mapped[LabelSource] = mapped_column(str_enum(LabelSource, "label_source"))
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycle.id"), index=True)

@@ -1,13 +1,13 @@
 """The annotator's two hot routes, ``next`` and ``submit``, on Postgres without the ORM.
 
 Every annotator calls both once per label. Through the ORM in a worker thread they cost
-~8 ms of Python each on this project's 2-core reference machine, and a request waiting for
+~8 ms of Python each on the project's 2-core reference machine, and a request waiting for
 the GIL between two statements kept its row locks (the project row every submit updates)
-for that long too. Here they run in the event loop on an async psycopg pool: a handful of
-hand-written statements, each a single round trip, no thread hop (figures in
-docs/reliability.md).
+that long too. Here each request is one call of a database function (migration 0002) on
+an async psycopg pool in autocommit: one round trip, no thread hop, and row locks held for
+the server-side work only (figures in docs/reliability.md).
 
-The rules are those of ``app.queue.service`` and ``app.annotations.service``, which the
-SQLite path (and any app given its own session factory, such as the tests' rolled-back
-one) still runs; the API tests for the queue and for labels run against both paths.
+The rules are those of ``app.queue.service`` and ``app.annotations.service``, which SQLite
+(and any app given its own session factory, such as the tests' rolled-back one) still
+runs; the API tests for the queue and for labels run against both paths.
 """

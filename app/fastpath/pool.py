@@ -26,7 +26,7 @@ def conninfo(url: URL) -> str:
 
 
 class Tx:
-    """One transaction's statements; rows come back as named tuples."""
+    """A request's statements on its connection; rows come back as named tuples."""
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
@@ -40,12 +40,6 @@ class Tx:
     async def one(self, sql: str, params: Params) -> Any | None:
         """The first row, or None."""
         return await (await self._run(sql, params)).fetchone()
-
-    async def all(self, sql: str, params: Params) -> list[Any]:
-        return await (await self._run(sql, params)).fetchall()
-
-    async def execute(self, sql: str, params: Params) -> None:
-        await self._run(sql, params)
 
 
 class HotPool:

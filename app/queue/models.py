@@ -22,7 +22,8 @@ class QueueEntry(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
-    cycle_id: Mapped[int] = mapped_column(ForeignKey("cycle.id"), index=True)
+    # No index of its own: the (cycle_id, item_id) constraint's index serves cycle lookups.
+    cycle_id: Mapped[int] = mapped_column(ForeignKey("cycle.id"))
     item_id: Mapped[int] = mapped_column(ForeignKey("item.id"), index=True)
     rank: Mapped[int]
     score: Mapped[float | None] = mapped_column(Float)
@@ -51,6 +52,14 @@ class Lease(Base):
             postgresql_where=text("released_at IS NULL"),
         ),
         Index("ix_lease_entry_open", "queue_entry_id", "released_at"),
+        # An annotator's live leases (every `next` asks); closed leases leave it.
+        Index(
+            "ix_lease_open_by_annotator",
+            "annotator_id",
+            "project_id",
+            sqlite_where=text("released_at IS NULL"),
+            postgresql_where=text("released_at IS NULL"),
+        ),
         Index(
             "ix_lease_open_expiry",
             "expires_at",
