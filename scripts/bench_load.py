@@ -159,6 +159,28 @@ async def _load(world: World, seconds: float) -> tuple[Log, float]:
     return log, (log.queue_empty_at or time.perf_counter()) - t_start
 
 
+def _settle(want_idle: float = 0.9, most_s: float = 90.0) -> float:
+    """Wait (up to ``most_s``) until the machine is idle: the setup's inserts, the analyse
+    and an earlier run's checkpoint otherwise still use the cores the run is measured on
+    (back-to-back runs differed by 25 %). Returns the idle share of the last 2 s."""
+    deadline = time.monotonic() + most_s
+    while True:
+        before = _cpu_ticks()
+        time.sleep(2)
+        after = _cpu_ticks()
+        busy, total = after[0] - before[0], after[1] - before[1]
+        idle = 1 - busy / max(total, 1)
+        if idle >= want_idle or time.monotonic() > deadline:
+            return idle
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) ticks of the whole machine since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def _cpu_seconds(pids: list[int]) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
@@ -187,7 +209,12 @@ def run_one(backend: str, clients: int, seconds: float, items: int, args: Any) -
         )
         with server_cm as server:
             world = build_world(server, clients, items)
-            print(f"[{backend}] set up; {clients} clients labelling for {seconds:g} s", flush=True)
+            idle = _settle()
+            print(
+                f"[{backend}] set up; CPU {idle:.0%} idle; {clients} clients labelling for "
+                f"{seconds:g} s",
+                flush=True,
+            )
             load_before = os.getloadavg()
             cpu_server, cpu_client = _cpu_seconds(server.pids), time.process_time()
             log, elapsed = asyncio.run(_load(world, seconds))

@@ -27,7 +27,7 @@ _REFUSALS: dict[str, type[DomainError]] = {
     "AL409": Conflict,
     "AL422": Unprocessable,
 }
-_OWNER = "SELECT annotator_id FROM annoloop_caller(%(token_hash)s, now())"
+_OWNER = "SELECT annotator_id FROM annoloop_caller(%(token_hash)s::text, now())"
 
 
 class Gate:

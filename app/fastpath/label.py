@@ -23,8 +23,9 @@ from app.fastpath.pool import HotPool, Tx
 log = logging.getLogger(__name__)
 
 _SUBMIT = """
-    SELECT annoloop_submit(%(token_hash)s, %(item_id)s, %(class_index)s, %(key)s, %(now)s)
-        AS answer
+    SELECT annoloop_submit(
+        %(token_hash)s::text, %(item_id)s::integer, %(class_index)s::numeric, %(key)s::text,
+        %(now)s::timestamptz) AS answer
 """
 
 

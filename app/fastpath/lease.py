@@ -10,8 +10,9 @@ from app.queue.schemas import NextOut
 from app.queue.service import with_ahead
 
 _NEXT = """
-    SELECT annoloop_next(%(token_hash)s, %(project_id)s, %(now)s, %(lease_seconds)s, %(want)s)
-        AS answer
+    SELECT annoloop_next(
+        %(token_hash)s::text, %(project_id)s::integer, %(now)s::timestamptz,
+        %(lease_seconds)s::integer, %(want)s::integer) AS answer
 """
 
 

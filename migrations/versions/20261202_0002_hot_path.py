@@ -193,7 +193,7 @@ END $$;
 
 SUBMIT = r"""
 CREATE OR REPLACE FUNCTION annoloop_submit(
-    p_token_hash text, p_item_id integer, p_class_index integer, p_key text,
+    p_token_hash text, p_item_id integer, p_class_index numeric, p_key text,
     p_now timestamptz
 ) RETURNS json LANGUAGE plpgsql AS $$
 DECLARE
@@ -227,6 +227,7 @@ BEGIN
             DETAIL = format('project %s not found', i.project_id);
     END IF;
     v_classes := json_array_length(p.classes);
+    -- ``p_class_index`` is numeric: any integer the API accepts gets this 422, none a 500.
     IF p_class_index < 0 OR p_class_index >= v_classes THEN
         RAISE EXCEPTION 'wrong_class' USING ERRCODE = 'AL422', DETAIL = format(
             'class_index %s is out of range: this project has %s classes (0–%s)',
@@ -328,7 +329,7 @@ END $$;
 """
 
 FUNCTIONS = (
-    "annoloop_submit(text, integer, integer, text, timestamptz)",
+    "annoloop_submit(text, integer, numeric, text, timestamptz)",
     "annoloop_next(text, integer, timestamptz, integer, integer)",
     "annoloop_leased(integer, integer, timestamptz, timestamptz, integer, item)",
     "annoloop_caller(text, timestamptz)",

@@ -110,3 +110,21 @@ def test_unknown_project_and_item_are_404(
     )
     assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
     assert row_counts(factory) == before
+
+
+@pytest.mark.parametrize("class_index", [10, 2**31, 10**30])
+def test_any_class_index_out_of_range_is_422(
+    class_index: int, app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    # Postgres types a Python int by its size; the call must not fail on big ones (500).
+    pid, _ = _world(app_client, accounts, factory)
+    leased = lease_next(app_client, accounts, pid, "annotator")
+    before = row_counts(factory)
+    r = app_client.post(
+        f"/api/v1/items/{leased['item']['id']}/annotations",
+        json={"class_index": class_index},
+        headers=accounts.h("annotator"),
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "wrong_class"), r.text
+    assert str(class_index) in r.json()["error"]["message"]
+    assert row_counts(factory) == before
