@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -101,19 +102,14 @@ async def in_own_session(request: Request, work: Callable[..., T], *args: Any) -
             session.close()
 
     if request.app.state.engine.dialect.name == "sqlite":
-        return await anyio.to_thread.run_sync(_one_writer, run)
+        return await asyncio.get_running_loop().run_in_executor(_SQLITE_WRITER, run)
     return await anyio.to_thread.run_sync(run)
 
 
-# SQLite has one write lock and every transaction takes it (BEGIN IMMEDIATE). Requests of
-# this process queue for it here, and the next one starts the moment it is free; left to
-# SQLite, they poll through the busy timeout, sleeping up to 100 ms between tries.
-_SQLITE_WRITER = threading.Lock()
-
-
-def _one_writer(run: Callable[[], T]) -> T:
-    with _SQLITE_WRITER:
-        return run()
+# SQLite has one write lock and every transaction takes it (BEGIN IMMEDIATE). This process's
+# hot requests take turns on one thread: the next starts the moment the last commits, where
+# threads left to SQLite poll through the busy timeout, sleeping up to 100 ms between tries.
+_SQLITE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
 
 async def get_blobs(request: Request) -> BlobStore:

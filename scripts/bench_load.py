@@ -193,6 +193,15 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _windows(acks: list[Ack], width: float = 10.0) -> str:
+    """Labels/s in consecutive windows: whether the rate holds over the run or sinks."""
+    if not acks:
+        return "no labels"
+    start = min(a.leased_at for a in acks)
+    counts = Counter(int((a.acked_at - start) // width) for a in acks)
+    return " ".join(f"{counts.get(k, 0) / width:.0f}" for k in range(max(counts) + 1))
+
+
 def _pcts(ms: list[float]) -> str:
     if not ms:
         return "no requests"
@@ -236,6 +245,7 @@ def run_one(backend: str, clients: int, seconds: float, items: int, args: Any) -
     if log.queue_empty_at:
         print(f"the queue ran dry after {elapsed:.1f} s: raise --items")
     print(f"labels/s  {rate:8.1f}   ({len(log.acks)} labels in {elapsed:.1f} s)")
+    print(f"by 10 s   {_windows(log.acks)}")
     print(f"next      {_pcts(log.next_ms)}")
     print(f"submit    {_pcts(log.submit_ms)}")
     print(f"errors    {dict(log.errors) or 'none'}  (server log: {kept})")

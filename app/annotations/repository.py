@@ -1,24 +1,24 @@
 from __future__ import annotations
 
-from sqlalchemy import Select, and_, bindparam, or_, select
+from sqlalchemy import Select, bindparam, select, union
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
 from app.core.enums import LabelSource
 
-_LIVE_ON_ITEM = and_(
+# Two lookups, each by its unique index, not one OR: SQLite read every label the annotator
+# ever gave to evaluate the OR (built once: every submit asks).
+_OWN_LIVE = select(Annotation).where(
     Annotation.item_id == bindparam("item_id"),
+    Annotation.annotator_id == bindparam("annotator_id"),
     Annotation.source == LabelSource.human,
     Annotation.retracted_at.is_(None),
 )
-# Built once (every submit asks): with and without an idempotency key.
-_OWN_LIVE = select(Annotation).where(
-    Annotation.annotator_id == bindparam("annotator_id"), _LIVE_ON_ITEM
-)
-_OWN_LIVE_OR_KEYED = select(Annotation).where(
+_OWN_KEYED = select(Annotation).where(
     Annotation.annotator_id == bindparam("annotator_id"),
-    or_(_LIVE_ON_ITEM, Annotation.idempotency_key == bindparam("key")),
+    Annotation.idempotency_key == bindparam("key"),
 )
+_OWN_LIVE_OR_KEYED = select(Annotation).from_statement(union(_OWN_LIVE, _OWN_KEYED))
 
 
 def own_labels(

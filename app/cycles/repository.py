@@ -47,6 +47,8 @@ def open_entries(db: Session, cycle_id: int) -> int:
     return int(db.scalar(stmt) or 0)
 
 
+# ORDER BY the (project, state, rank, id) index: without it SQLite took the (cycle, item)
+# index and read every entry of the cycle, done ones too, on every label.
 _OPEN_ENTRY = (
     select(QueueEntry.id)
     .where(
@@ -54,6 +56,7 @@ _OPEN_ENTRY = (
         QueueEntry.state == QueueState.open,
         QueueEntry.cycle_id == bindparam("cycle_id"),
     )
+    .order_by(QueueEntry.rank, QueueEntry.id)
     .limit(1)
 )
 

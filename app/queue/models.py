@@ -52,11 +52,12 @@ class Lease(Base):
             postgresql_where=text("released_at IS NULL"),
         ),
         Index("ix_lease_entry_open", "queue_entry_id", "released_at"),
-        # An annotator's live leases (every `next` asks); closed leases leave it.
+        # Live leases by project, then annotator: a caller's held leases (every `next` asks)
+        # and the project's open count (budget checks); closed leases leave it.
         Index(
-            "ix_lease_open_by_annotator",
-            "annotator_id",
+            "ix_lease_open_by_project",
             "project_id",
+            "annotator_id",
             sqlite_where=text("released_at IS NULL"),
             postgresql_where=text("released_at IS NULL"),
         ),

@@ -11,7 +11,7 @@ are held for the server-side work only, never across a trip to the API process. 
 raises SQLSTATE ``AL<status>`` with the error code as message and the text as detail: the
 statement, and with it everything the call did, is rolled back.
 
-Indexes (both databases): an annotator's live leases get a partial index of their own; two
+Indexes (both databases): live leases get a partial index by project and annotator; two
 indexes that the leading columns of unique constraints already provide are dropped (each
 index is written on every label). Postgres: queue entries leave room on their pages
 (fillfactor 70), so counting a lease on an entry is a HOT update that writes no index.
@@ -101,12 +101,12 @@ BEGIN
             DETAIL = format('project %s not found', p_project_id);
     END IF;
 
-    -- The sweep (``expire_stale``): leases claimed with SKIP LOCKED in id order, so sweeps
-    -- never wait on each other and a lease being submitted is left alone; their slots are
-    -- given back entry by entry in id order, so sweeps cannot deadlock.
+    -- The sweep (``expire_stale``): leases claimed with SKIP LOCKED, so sweeps never wait on
+    -- each other and a lease being submitted is left alone; their slots are given back
+    -- entry by entry in id order, so sweeps cannot deadlock.
     WITH stale AS (
         SELECT id FROM lease WHERE released_at IS NULL AND expires_at <= p_now
-        ORDER BY id FOR UPDATE SKIP LOCKED
+        FOR UPDATE SKIP LOCKED
     ), closed AS (
         UPDATE lease l SET released_at = p_now, outcome = 'expired'
         FROM stale WHERE l.id = stale.id RETURNING l.queue_entry_id
@@ -315,9 +315,11 @@ BEGIN
     -- After the project row is locked (above): a concurrent submit that finished this
     -- cycle's other last entry has committed by now, so one of the two sees none open.
     IF v_done THEN
+        -- ORDER BY the (project, state, rank, id) index, not the cycle's entries one by one.
         v_advance := NOT EXISTS (
             SELECT 1 FROM queue_entry
-            WHERE project_id = p.id AND state = 'open' AND cycle_id = v_cycle_id);
+            WHERE project_id = p.id AND state = 'open' AND cycle_id = v_cycle_id
+            ORDER BY rank, id LIMIT 1);
     END IF;
     IF NOT v_advance AND coalesce(p.finetune_every, 0) > 0 THEN
         v_refresh := v_spent % p.finetune_every = 0;
@@ -346,8 +348,8 @@ def upgrade() -> None:
         batch_op.drop_index("ix_annotation_annotator_id")
     with op.batch_alter_table("lease") as batch_op:
         batch_op.create_index(
-            "ix_lease_open_by_annotator",
-            ["annotator_id", "project_id"],
+            "ix_lease_open_by_project",
+            ["project_id", "annotator_id"],
             unique=False,
             sqlite_where=OPEN,
             postgresql_where=OPEN,
@@ -365,7 +367,7 @@ def downgrade() -> None:
             op.execute(f"DROP FUNCTION IF EXISTS {signature}")
         op.execute("ALTER TABLE queue_entry RESET (fillfactor)")
     with op.batch_alter_table("lease") as batch_op:
-        batch_op.drop_index("ix_lease_open_by_annotator")
+        batch_op.drop_index("ix_lease_open_by_project")
     with op.batch_alter_table("annotation") as batch_op:
         batch_op.create_index("ix_annotation_annotator_id", ["annotator_id"], unique=False)
     with op.batch_alter_table("queue_entry") as batch_op:
