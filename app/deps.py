@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,7 +103,10 @@ async def in_own_session(request: Request, work: Callable[..., T], *args: Any) -
             session.close()
 
     if request.app.state.engine.dialect.name == "sqlite":
-        return await asyncio.get_running_loop().run_in_executor(_SQLITE_WRITER, run)
+        # The request's context (its id, bound to every log line) goes along, as
+        # anyio.to_thread does; run_in_executor alone would drop it.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(_SQLITE_WRITER, context.run, run)
     return await anyio.to_thread.run_sync(run)
 
 

@@ -19,6 +19,7 @@ from app.core.tasks import TaskSender
 from app.cycles.service import ADVANCE_TASK, REFRESH_TASK
 from app.fastpath.caller import Gate
 from app.fastpath.pool import HotPool, Tx
+from app.observability.metrics import record_label
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,27 @@ async def submit(
             tasks = ((REFRESH_TASK, [out.project_id], "default"),)
         return Submitted(out, replayed=bool(answer["replayed"]), tasks=tasks)
 
-    return await pool.run(work)
+    done = await pool.run(work)
+    if not done.replayed:
+        _record(done.annotation)
+    return done
+
+
+def _record(label: AnnotationOut) -> None:
+    """The metric and log line ``app.observability.label_events`` writes for ORM commits
+    (no ORM here): after the commit, never failing the request."""
+    try:
+        record_label(
+            label.project_id,
+            str(label.source),
+            annotation_id=label.id,
+            item_id=label.item_id,
+            annotator_id=label.annotator_id,
+            cycle_id=label.cycle_id,
+            idempotency_key=label.idempotency_key,
+        )
+    except Exception:
+        log.exception("could not record label %s", label.id)
 
 
 class LabelLimit:

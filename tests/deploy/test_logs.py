@@ -19,7 +19,7 @@ from app.observability import context
 from app.observability.celery_signals import REQUEST_ID_HEADER, connect_worker_signals
 from app.observability.logs import JsonFormatter, TextFormatter, log_config
 from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
-from tests.conftest import Accounts
+from tests.conftest import BOTH_DB_MODES, Accounts
 
 
 @pytest.fixture
@@ -81,6 +81,7 @@ def test_the_config_given_to_uvicorn_routes_its_loggers_through_ours() -> None:
     }
 
 
+@BOTH_DB_MODES  # committed on Postgres: the hot path, which has no ORM events
 def test_a_submitted_label_logs_request_id_annotation_id_and_idempotency_key(
     app_client: TestClient,
     accounts: Accounts,

@@ -20,7 +20,7 @@ from app.observability.install import install_observability
 from app.observability.metrics import record_label
 from app.observability.settings import ObservabilitySettings
 from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
-from tests.conftest import Accounts
+from tests.conftest import BOTH_DB_MODES, Accounts
 from tests.deploy.scrape import sample
 
 
@@ -54,6 +54,7 @@ def test_latency_is_labelled_by_route_template_not_raw_path(app_client: TestClie
     assert sample(text, "annoloop_database_up") == 1
 
 
+@BOTH_DB_MODES  # committed on Postgres: the hot path, which has no ORM events
 def test_labels_counter_and_database_gauge_move_when_labels_arrive(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
