@@ -47,14 +47,15 @@ def open_entries(db: Session, cycle_id: int) -> int:
     return int(db.scalar(stmt) or 0)
 
 
-# ORDER BY the (project, state, rank, id) index: without it SQLite took the (cycle, item)
-# index and read every entry of the cycle, done ones too, on every label.
+# ``cycle_id + 0`` and the ORDER BY: the first open entry through the (project, state, rank,
+# id) index, never the (cycle, item) one, which reads every entry of the cycle, done ones
+# too (SQLite took it, and Postgres with early statistics).
 _OPEN_ENTRY = (
     select(QueueEntry.id)
     .where(
         QueueEntry.project_id == bindparam("project_id"),
         QueueEntry.state == QueueState.open,
-        QueueEntry.cycle_id == bindparam("cycle_id"),
+        QueueEntry.cycle_id + 0 == bindparam("cycle_id"),
     )
     .order_by(QueueEntry.rank, QueueEntry.id)
     .limit(1)
