@@ -19,6 +19,7 @@ from app.core.errors import (
 )
 from app.core.ratelimit import AsyncRateLimiter
 from app.core.security import hash_token
+from app.fastpath.pool import Tx
 
 # The functions raise SQLSTATE ``AL<status>``, the error code as message, the text as detail.
 _REFUSALS: dict[str, type[DomainError]] = {
@@ -60,7 +61,7 @@ class Gate:
                 retry_after=self.limiter.retry_after(),
             )
 
-    async def call(self, tx: Any, sql: str, params: Mapping[str, Any], client: str) -> Any:
+    async def call(self, tx: Tx, sql: str, params: Mapping[str, Any], client: str) -> Any:
         """The one row of a function call; a refusal raised by the function → its error."""
         try:
             row = await tx.one(sql, params)
@@ -76,7 +77,7 @@ class Gate:
         assert row is not None
         return row
 
-    async def owner(self, tx: Any, token_hash: str, client: str = "unknown") -> int:
+    async def owner(self, tx: Tx, token_hash: str, client: str = "unknown") -> int:
         """Whose token this is (401 unless valid), remembered for ``OWNER_S``."""
         known = self._owners.get(token_hash)
         if known is not None and known[0] > time.monotonic():
