@@ -56,6 +56,27 @@ BEGIN
 END $$;
 """
 
+# A project the caller may see (admins every one, others their memberships), else 404: a
+# project someone cannot see looks the same as one that does not exist.
+VISIBLE_PROJECT = r"""
+CREATE OR REPLACE FUNCTION annoloop_visible_project(
+    p_project_id integer, p_annotator_id integer, p_is_admin boolean
+) RETURNS project LANGUAGE plpgsql STABLE SET enable_seqscan = off AS $$
+DECLARE
+    p project;
+BEGIN
+    SELECT * INTO p FROM project pr
+    WHERE pr.id = p_project_id AND (p_is_admin OR EXISTS (
+        SELECT 1 FROM project_member m
+        WHERE m.project_id = pr.id AND m.annotator_id = p_annotator_id));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'not_found' USING ERRCODE = 'AL404',
+            DETAIL = format('project %s not found', p_project_id);
+    END IF;
+    RETURN p;
+END $$;
+"""
+
 # What ``next`` shows of a lease: the shape of ``app.queue.schemas.NextOut`` (leased).
 LEASED = r"""
 CREATE OR REPLACE FUNCTION annoloop_leased(
@@ -99,14 +120,7 @@ BEGIN
     -- wait for the WAL flush (a submit, which does, flushes it along with its own).
     PERFORM set_config('synchronous_commit', 'off', true);
     SELECT * INTO c FROM annoloop_caller(p_token_hash, p_now);
-    SELECT * INTO p FROM project pr
-    WHERE pr.id = p_project_id AND (c.is_admin OR EXISTS (
-        SELECT 1 FROM project_member m
-        WHERE m.project_id = pr.id AND m.annotator_id = c.annotator_id));
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'not_found' USING ERRCODE = 'AL404',
-            DETAIL = format('project %s not found', p_project_id);
-    END IF;
+    p := annoloop_visible_project(p_project_id, c.annotator_id, c.is_admin);
 
     -- The sweep (``expire_stale``): leases claimed with SKIP LOCKED, so sweeps never wait on
     -- each other and a lease being submitted is left alone; their slots are given back
@@ -225,14 +239,7 @@ BEGIN
         RAISE EXCEPTION 'not_found' USING ERRCODE = 'AL404',
             DETAIL = format('item %s not found', p_item_id);
     END IF;
-    SELECT * INTO p FROM project pr
-    WHERE pr.id = i.project_id AND (c.is_admin OR EXISTS (
-        SELECT 1 FROM project_member m
-        WHERE m.project_id = pr.id AND m.annotator_id = c.annotator_id));
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'not_found' USING ERRCODE = 'AL404',
-            DETAIL = format('project %s not found', i.project_id);
-    END IF;
+    p := annoloop_visible_project(i.project_id, c.annotator_id, c.is_admin);
     v_classes := json_array_length(p.classes);
     -- ``p_class_index`` is numeric: any integer the API accepts gets this 422, none a 500.
     IF p_class_index < 0 OR p_class_index >= v_classes THEN
@@ -343,6 +350,7 @@ FUNCTIONS = (
     "annoloop_submit(text, integer, numeric, text, timestamptz)",
     "annoloop_next(text, integer, timestamptz, integer, integer)",
     "annoloop_leased(integer, integer, timestamptz, timestamptz, integer, item)",
+    "annoloop_visible_project(integer, integer, boolean)",
     "annoloop_caller(text, timestamptz)",
 )
 
@@ -366,7 +374,7 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite runs the ORM path (app.queue.service, app.annotations.service)
     op.execute("ALTER TABLE queue_entry SET (fillfactor = 70)")
-    for sql in (CALLER, LEASED, NEXT, SUBMIT):
+    for sql in (CALLER, VISIBLE_PROJECT, LEASED, NEXT, SUBMIT):
         op.execute(sql)
 
 
