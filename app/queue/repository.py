@@ -10,6 +10,7 @@ from sqlalchemy import Integer, Row, bindparam, case, exists, func, insert, or_,
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
+from app.core.db import run_plain
 from app.core.enums import CycleState, LeaseOutcome, QueueState
 from app.cycles.models import Cycle
 from app.items.models import Item
@@ -37,7 +38,7 @@ def expire_stale(db: Session, now: datetime) -> int:
     lease being submitted (locked) is left alone; slots go back entry by entry in id order,
     so sweeps cannot deadlock.
     """
-    stale = db.execute(_STALE, {"now": now}).all()
+    stale = run_plain(db, _STALE, {"now": now}).all()
     if not stale:
         return 0
     db.execute(
@@ -98,7 +99,7 @@ def held_leases(
     """The annotator's live leases in this project, oldest first, with their items and
     cycles: ``id``, ``queue_entry_id``, ``created_at``, ``expires_at``, ``cycle_id``, item."""
     params = {"project_id": project_id, "annotator_id": annotator_id, "now": now, "limit": limit}
-    return list(db.execute(_HELD, params).all())
+    return list(run_plain(db, _HELD, params).all())
 
 
 _OPEN_LEASES = select(func.count(Lease.id)).where(
@@ -107,7 +108,7 @@ _OPEN_LEASES = select(func.count(Lease.id)).where(
 
 
 def open_leases(db: Session, project_id: int) -> int:
-    return int(db.scalar(_OPEN_LEASES, {"project_id": project_id}) or 0)
+    return int(run_plain(db, _OPEN_LEASES, {"project_id": project_id}).scalar() or 0)
 
 
 _ANNOTATOR = bindparam("annotator_id", type_=Integer)
@@ -142,7 +143,7 @@ def pick_entry(db: Session, project_id: int, annotator_id: int) -> Row[Any] | No
     """The best-ranked entry with a free slot that this annotator has neither labelled nor
     skipped, locked (Postgres: rows other requests hold are skipped, not waited for), with
     its item: ``entry_id``, ``cycle_id``, item columns."""
-    return db.execute(_PICK, {"project_id": project_id, "annotator_id": annotator_id}).first()
+    return run_plain(db, _PICK, {"project_id": project_id, "annotator_id": annotator_id}).first()
 
 
 _INSERT_LEASE = insert(Lease).returning(Lease.id)
@@ -172,8 +173,8 @@ def add_lease(
         "created_at": created_at,
         "expires_at": expires_at,
     }
-    lease_id = db.execute(_INSERT_LEASE, values).scalar_one()
-    db.execute(_COUNT_LEASE, {"entry_id": entry_id})
+    lease_id = run_plain(db, _INSERT_LEASE, values).scalar_one()
+    run_plain(db, _COUNT_LEASE, {"entry_id": entry_id})
     return int(lease_id)
 
 
@@ -193,7 +194,7 @@ _CLOSE_LEASE = (
 
 def close_lease(
     db: Session, item_id: int, annotator_id: int, now: datetime, outcome: LeaseOutcome
-) -> Row[int, int] | None:
+) -> Row[Any] | None:
     """Close the annotator's live (unexpired) lease on an item; its ``id`` and
     ``queue_entry_id``, or None when there is none. The UPDATE locks the row until the
     commit, as ``FOR UPDATE`` would, against a concurrent sweep or skip."""
@@ -203,7 +204,7 @@ def close_lease(
         "now": now,
         "the_outcome": outcome,
     }
-    return db.execute(_CLOSE_LEASE, params, execution_options=_NO_SYNC).first()
+    return run_plain(db, _CLOSE_LEASE, params).first()
 
 
 def last_lease(db: Session, item_id: int, annotator_id: int) -> Lease | None:
@@ -237,10 +238,10 @@ _COUNT_LABEL = (
 )
 
 
-def count_label(db: Session, entry_id: int) -> Row[int, QueueState]:
+def count_label(db: Session, entry_id: int) -> Row[Any]:
     """One label in, one lease closed on the entry, ``done`` when it has the labels it
     wants; returns ``cycle_id`` and ``state`` (after). One statement: it locks the row."""
-    return db.execute(_COUNT_LABEL, {"entry_id": entry_id}, execution_options=_NO_SYNC).one()
+    return run_plain(db, _COUNT_LABEL, {"entry_id": entry_id}).one()
 
 
 def want_another_label(db: Session, entry_id: int) -> None:
@@ -249,7 +250,7 @@ def want_another_label(db: Session, entry_id: int) -> None:
         update(QueueEntry)
         .where(QueueEntry.id == entry_id)
         .values(labels_wanted=QueueEntry.labels_received + 1, state=QueueState.open),
-        execution_options={"synchronize_session": False},
+        execution_options=_NO_SYNC,
     )
 
 

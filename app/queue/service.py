@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.annotations.models import Annotation
 from app.annotations.votes import summarise
 from app.auth.models import Annotator
-from app.core.db import utcnow
+from app.core.db import run_plain, utcnow
 from app.core.enums import CycleState, LeaseOutcome, ProjectKind, QueueState
 from app.core.errors import Conflict, NotFound
 from app.cycles import repository as cycles
@@ -215,9 +215,7 @@ def spend_budget(db: Session, project: Project, n: int = 1) -> None:
     # RETURNING instead of a refresh: the project row stays locked until the commit, so
     # every round trip after this update lengthens the queue of concurrent submits.
     stmt = _SPEND_WITHIN_BUDGET if n > 0 else _SPEND
-    spent = db.execute(
-        stmt, {"project_id": project.id, "n": n}, execution_options={"synchronize_session": False}
-    ).scalar()
+    spent = run_plain(db, stmt, {"project_id": project.id, "n": n}).scalar()
     if spent is None:
         raise Conflict("the project's label budget is spent", code="budget_spent")
     set_committed_value(project, "labels_spent", spent)

@@ -19,7 +19,7 @@ def test_starting_a_cycle_records_it_and_sends_its_task_after_commit(
     assert (cycle["number"], cycle["state"], cycle["strategy"]) == (1, "created", "margin")
     assert (cycle["seed"], cycle["batch_size"]) == (8, 4)  # project seed + cycle number
     sent = app_client.app.state.task_sender.sent  # type: ignore[attr-defined]
-    assert sent == [("annoloop.cycles.run", [cycle["id"]], "train")]
+    assert list(sent) == [("annoloop.cycles.run", [cycle["id"]], "train")]
 
     again = app_client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
     assert again.status_code == 409

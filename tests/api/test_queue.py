@@ -205,7 +205,7 @@ def test_the_last_label_of_a_batch_completes_the_cycle_and_auto_advances(
     for item in items:
         lease_next(app_client, accounts, pid, "annotator")
         assert _label(app_client, accounts, item, "annotator") == 201
-    assert sent == [("annoloop.cycles.advance", [pid], "default")]  # once, after the last
+    assert list(sent) == [("annoloop.cycles.advance", [pid], "default")]  # once, after the last
     with factory() as db:
         bind_sender(db, app_client.app.state.task_sender)  # type: ignore[attr-defined]
         started = complete_if_labelled(db, pid)
