@@ -9,7 +9,6 @@ import io
 import json
 import secrets
 import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tests.deploy.compose import (
     service,
     variable_names,
 )
+from tests.deploy.runtime import runtime_python
 from tests.deploy.scrape import sample
 from tests.integration.processes import env_for, free_port, process, wait_for
 
@@ -217,7 +217,10 @@ def test_compose_services_run_natively_and_a_cycle_reaches_labeling(tmp_path: Pa
         worker_env = _native(worker_svc, db_url, tmp_path, ports)
         assert api_env["ANNOLOOP_DATA_DIR"] == worker_env["ANNOLOOP_DATA_DIR"]
 
-        with process(_args(migrate_svc, ports), migrate_env, tmp_path / "migrate.log") as proc:
+        python = runtime_python()  # the project without extras, as in the image
+        with process(
+            _args(migrate_svc, ports), migrate_env, tmp_path / "migrate.log", python
+        ) as proc:
             assert proc.wait(180) == 0, (tmp_path / "migrate.log").read_text()[-3000:]
         engine = create_engine(db_url)
         with engine.connect() as conn:
@@ -225,7 +228,7 @@ def test_compose_services_run_natively_and_a_cycle_reaches_labeling(tmp_path: Pa
         engine.dispose()
 
         admin = subprocess.run(
-            [sys.executable, "-m", "app.cli", "create-admin"],
+            [python, "-m", "app.cli", "create-admin"],
             env=api_env,
             capture_output=True,
             text=True,
@@ -237,8 +240,8 @@ def test_compose_services_run_natively_and_a_cycle_reaches_labeling(tmp_path: Pa
 
         api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
         with (
-            process(_args(api_svc, ports), api_env, api_log),
-            process(_args(worker_svc, ports), worker_env, worker_log),
+            process(_args(api_svc, ports), api_env, api_log, python),
+            process(_args(worker_svc, ports), worker_env, worker_log, python),
             httpx.Client(base_url=f"http://127.0.0.1:{ports[8000]}", timeout=30) as client,
         ):
 
@@ -372,7 +375,7 @@ def _start_a_cycle(client: httpx.Client, h: dict[str, str]) -> tuple[int, int]:
 
 def _healthcheck(role: str, env: dict[str, str]) -> int:
     return subprocess.run(
-        [sys.executable, "-m", "app.observability.healthcheck", role],
+        [runtime_python(), "-m", "app.observability.healthcheck", role],
         env=env,
         capture_output=True,
         timeout=60,

@@ -30,11 +30,13 @@ def env_for(settings_env: dict[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: dict[str, str], log: Path, python: str = sys.executable
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m app.cli ARGS``; stop it with SIGTERM (then SIGKILL) afterwards."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args],
+            [python, "-m", "app.cli", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
