@@ -26,7 +26,7 @@ def create_celery(settings: Settings) -> Celery:
         "annoloop",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["worker.tasks.cycles", "worker.tasks.scoring"],
+        include=["worker.tasks.cycles", "worker.tasks.scoring", "worker.tasks.cleaning"],
     )
     app.conf.update(
         task_acks_late=True,
@@ -41,6 +41,9 @@ def create_celery(settings: Settings) -> Celery:
             # Sharded scoring: any worker on "score" (GPU hosts) takes shards and the merge.
             "annoloop.scoring.shard": {"queue": "score"},
             "annoloop.scoring.merge": {"queue": "score"},
+            # Cleaning's fold models train wherever cycles train.
+            "annoloop.cleaning.fold": {"queue": "train"},
+            "annoloop.cleaning.merge": {"queue": "train"},
         },
         task_serializer="json",
         result_serializer="json",

@@ -3,9 +3,11 @@ from __future__ import annotations
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
+from app.annotations.models import Annotation
 from app.core.db import run_plain
-from app.core.enums import CycleState, QueueState
+from app.core.enums import CycleState, QueueState, Split
 from app.cycles.models import Cycle
+from app.items.models import Item
 from app.queue.models import QueueEntry
 
 ACTIVE = (CycleState.created, CycleState.training, CycleState.scoring)
@@ -39,6 +41,20 @@ def latest(db: Session, project_id: int) -> Cycle | None:
 
 def get_by_id(db: Session, cycle_id: int) -> Cycle | None:
     return db.get(Cycle, cycle_id)
+
+
+def labelled_pool_items(db: Session, project_id: int) -> int:
+    """Pool items with at least one live vote: what a cleaning cycle's folds split."""
+    stmt = (
+        select(func.count(func.distinct(Annotation.item_id)))
+        .join(Item, Item.id == Annotation.item_id)
+        .where(
+            Annotation.project_id == project_id,
+            Annotation.retracted_at.is_(None),
+            Item.split == Split.pool,
+        )
+    )
+    return int(db.scalar(stmt) or 0)
 
 
 def open_entries(db: Session, cycle_id: int) -> int:

@@ -14,7 +14,7 @@ from app.cycles import repository
 from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
 from app.projects.models import Project
-from app.projects.schemas import check_strategy
+from app.projects.schemas import MAX_FOLDS, check_strategy
 
 RUN_CYCLE_TASK = "annoloop.cycles.run"
 ADVANCE_TASK = "annoloop.cycles.advance"
@@ -36,6 +36,9 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         )
     number = repository.next_number(db, project.id)
     params = body.params if body.params is not None else dict(project.strategy_params)
+    if project.kind is ProjectKind.clean:
+        params = {"folds": project.crossfit_folds, "fold_seed": project.seed, **params}
+        _check_folds(db, project, params["folds"])
     cycle = Cycle(
         project_id=project.id,
         number=number,
@@ -56,6 +59,25 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         raise Conflict("another cycle was started at the same time", code="cycle_running") from exc
     send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
     return cycle
+
+
+def _check_folds(db: Session, project: Project, folds: object) -> None:
+    """A cleaning cycle's folds (``params.folds``): 0 = in-sample scores, else 2..MAX_FOLDS
+    and no more than the labelled items, so that every fold holds one."""
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds == 1:
+        raise Unprocessable(
+            f"params.folds must be 0 or an integer from 2 to {MAX_FOLDS}, got {folds!r}",
+            code="bad_folds",
+        )
+    if not 0 <= folds <= MAX_FOLDS:
+        raise Unprocessable(f"params.folds must be 0 or 2..{MAX_FOLDS}", code="bad_folds")
+    labelled = repository.labelled_pool_items(db, project.id)
+    if folds > labelled:
+        raise Unprocessable(
+            f"{folds} folds need at least {folds} labelled pool items; the project has "
+            f"{labelled} (import labels first, or lower crossfit_folds)",
+            code="too_many_folds",
+        )
 
 
 def get(db: Session, project: Project, cycle_id: int) -> Cycle:

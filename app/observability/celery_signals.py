@@ -28,6 +28,8 @@ FIRST_ARG_FIELD = {
     "annoloop.cycles.refresh": "project_id",
     "annoloop.scoring.shard": "cycle_id",
     "annoloop.scoring.merge": "cycle_id",
+    "annoloop.cleaning.fold": "cycle_id",
+    "annoloop.cleaning.merge": "cycle_id",
 }
 _started: dict[str, float] = {}
 _state_before: dict[str, str | None] = {}

@@ -29,6 +29,12 @@ class Project(Base):
     relabel_budget: Mapped[int | None]
     finetune_every: Mapped[int | None]
     auto_advance: Mapped[bool] = mapped_column(default=False)
+    # Cleaning: held-out predictions from K folds judge each labelled item (0 = in-sample).
+    crossfit_folds: Mapped[int] = mapped_column(default=5, server_default="5")
+    # How votes become an item's label (``app.annotations.aggregation``); votes stay as given.
+    aggregation: Mapped[str] = mapped_column(
+        String(30), default="majority", server_default="majority"
+    )
     seed: Mapped[int] = mapped_column(default=0)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -10,6 +10,8 @@ from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
+MAX_FOLDS = 50
+AggregationMethod = Literal["majority", "majority_tiebreak", "dawid_skene", "crowdlab"]
 
 
 class ModelSpecIn(BaseModel):
@@ -51,6 +53,25 @@ class _ProjectSettings(BaseModel):
     finetune_every: int | None = Field(None, ge=1, le=2**31 - 1)
     auto_advance: bool | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    crossfit_folds: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_FOLDS,
+        description="Cleaning: folds of the held-out predictions that score labelled items "
+        "(default 5; 0 = the model scores the items it trained on, for comparison only).",
+    )
+    aggregation: AggregationMethod | None = Field(
+        None,
+        description="How votes become an item's label: majority (ties stay open), "
+        "majority_tiebreak, dawid_skene, crowdlab (default majority).",
+    )
+
+    @field_validator("crossfit_folds")
+    @classmethod
+    def _folds(cls, folds: int | None) -> int | None:
+        if folds == 1:
+            raise ValueError("crossfit_folds is 0 (in-sample) or at least 2")
+        return folds
 
 
 class ProjectCreate(_ProjectSettings):
@@ -110,6 +131,8 @@ class ProjectOut(BaseModel):
     finetune_every: int | None
     auto_advance: bool
     seed: int
+    crossfit_folds: int
+    aggregation: str
     created_at: datetime
     updated_at: datetime
 

@@ -70,6 +70,8 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
         finetune_every=body.finetune_every,
         auto_advance=bool(body.auto_advance),
         seed=body.seed or 0,
+        crossfit_folds=5 if body.crossfit_folds is None else body.crossfit_folds,
+        aggregation=body.aggregation or "majority",
         created_by_id=actor.id,
     )
     db.add(project)

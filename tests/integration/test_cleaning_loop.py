@@ -24,6 +24,7 @@ from tests.integration.loop import (
     worker_env,
 )
 from tests.integration.processes import process
+from worker.pipeline.transitions import cleaning_queue_depth
 
 pytestmark = pytest.mark.slow
 N, BUDGET, B, BATCH = 200, 30, 10, 4
@@ -57,7 +58,13 @@ def test_cleaning_relabels_until_the_budget_is_spent(tmp_path: Path) -> None:
             with process(["worker"], worker_env(settings), log):
                 first = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h).json()
                 cycle = wait_cycle(client, h, pid, first["id"], log)
-                assert cycle["metrics"]["queued"] == BATCH
+                # The queue holds 2b ranked items, so it can serve b more while re-ranking.
+                assert cycle["metrics"]["queued"] == cleaning_queue_depth(BATCH, B) == 2 * B
+                # Scores came from 5 fold models, each predicting items it never trained on.
+                crossfit = cycle["metrics"]["crossfit"]
+                assert cycle["params"]["folds"] == crossfit["folds"] == 5
+                assert sorted(crossfit["done"]) == ["0", "1", "2", "3", "4"]
+                assert cycle["metrics"]["in_sample"] is False
                 given = label_until(
                     client,
                     pid,
@@ -79,6 +86,10 @@ def test_cleaning_relabels_until_the_budget_is_spent(tmp_path: Path) -> None:
     assert len(cycles) >= 2
     assert all(c["state"] != "failed" for c in cycles)
     assert all(c["metrics"]["finetuned_from"] for c in cycles[1:] if c["metrics"])
+    # Fold k of a later cycle fine-tunes fold model k of the one before (same folds).
+    ranked = [c for c in cycles[1:] if c["metrics"].get("crossfit", {}).get("done")]
+    assert ranked, cycles
+    assert all(d["finetuned"] for c in ranked for d in c["metrics"]["crossfit"]["done"].values())
     cleaning = progress["cleaning"]
     assert cleaning["items_relabelled"] >= BUDGET // 3
     labels = {int(r["external_id"][1:]): r["class_index"] for r in export}

@@ -1,15 +1,15 @@
 """One label-cleaning cycle (Bernhardt et al., Nat. Commun. 2022).
 
 Train on the noisy labels as soft targets (or fine-tune the project's last model), rank every
-labelled item by the cleaning score (CE − H by default), and queue the top items that are
-neither cleaned already nor still being relabelled, until ``batch_size`` items are queued.
-Each queued item is then relabelled, one label at a time, until its votes have a strict
-majority (see ``app.queue.service.settle``).
+labelled item by the cleaning score (CE − H by default) computed from held-out predictions
+(K fold models, ``crossfit.py``; in-sample with ``folds`` 0), and queue the best-ranked items
+that are neither cleaned already nor still being relabelled
+(``transitions.open_cleaning_queue``). Each queued item is then relabelled, one label at a
+time, until its votes have a strict majority (see ``app.queue.service.settle``).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
@@ -24,10 +24,10 @@ from worker.ml.evaluation import evaluate, predict_proba
 from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig, train
-from worker.pipeline import transitions
+from worker.pipeline import crossfit, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
 from worker.pipeline.runtime import Runtime
-from worker.pipeline.snapshot import CleaningState, CycleInputs, load_cleaning_state
+from worker.pipeline.snapshot import CycleInputs, load_cleaning_state
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,13 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         test_pool = LoaderPool(dataset_of(rt, inputs.test, spec), batch_size=SCORE_BATCH)
         metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
+    if crossfit.folds_of(inputs) >= 2:
+        plan = crossfit.make_plan(inputs, checkpoint)
+        if not crossfit.dispatch(
+            rt, plan, state.previous_crossfit, metrics=metrics, timings=timings
+        ):
+            return "cancelled while training"
+        return f"training {crossfit.folds_of(inputs)} fold models for held-out scores"
     if not transitions.advance(
         rt.factory,
         inputs.cycle_id,
@@ -98,49 +105,22 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     ):
         return "cancelled while training"
 
+    # In-sample scores (folds = 0): kept to compare against; the model judges the very
+    # labels it fitted, so on a network that memorises them the ranking carries nothing.
     t0 = time.perf_counter()
     pool = LoaderPool(dataset_of(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
     probs = predict_proba(model, pool, device).numpy().astype(np.float64)
     scores = cleaning_scores(inputs.strategy, inputs.counts, probs, seed=inputs.seed)
-    picks = pick_for_relabelling(inputs.labelled.ids, scores, state, inputs.batch_size)
+    ranked = crossfit.ranking(inputs.labelled.ids, scores)
     timings["score_s"] = time.perf_counter() - t0
-    scores_blob = rt.blobs.put(_scores_bytes(inputs.labelled.ids, scores, picks))
-    item_ids = [inputs.labelled.ids[i] for i in picks]
-    metrics.update(queued=len(item_ids), strategy_used=inputs.strategy)
-    if not transitions.open_queue(
+    metrics.update(strategy_used=inputs.strategy, in_sample=True)
+    if not transitions.open_cleaning_queue(
         rt.factory,
         inputs,
-        item_ids,
-        [float(scores[i]) for i in picks],
-        carry_open=True,
-        scores_sha256=scores_blob,
+        ranked,
+        scores_sha256=rt.blobs.put(crossfit.scores_bytes(inputs.labelled.ids, scores, probs)),
         metrics=metrics,
         timings=timings,
     ):
         return "cancelled while scoring"
-    return f"queued {len(item_ids)} items for relabelling"
-
-
-def pick_for_relabelling(
-    item_ids: list[int], scores: np.ndarray, state: CleaningState, batch_size: int
-) -> list[int]:
-    """Positions of the best-scoring items that are neither cleaned nor queued, so that
-    ``batch_size`` items are being relabelled at once. Ties go to the lower position."""
-    wanted = batch_size - len(state.in_queue)
-    if wanted <= 0:
-        return []
-    blocked = state.cleaned | state.in_queue
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    return [int(i) for i in order if item_ids[int(i)] not in blocked][:wanted]
-
-
-def _scores_bytes(item_ids: list[int], scores: np.ndarray, picks: list[int]) -> bytes:
-    buf = io.BytesIO()
-    ids = np.asarray(item_ids, dtype=np.int64)
-    np.savez_compressed(
-        buf,
-        item_ids=ids,
-        scores=np.asarray(scores, dtype=np.float64),
-        selected=ids[picks] if picks else np.zeros(0, np.int64),
-    )
-    return buf.getvalue()
+    return f"ranked {len(ranked)} items for relabelling"

@@ -146,6 +146,7 @@ class CleaningState:
     cleaned: set[int]  # items whose relabelling finished: never picked again
     in_queue: set[int]  # items queued now (still being relabelled)
     previous_checkpoint: str | None  # the last model of this project, to fine-tune from
+    previous_crossfit: dict[str, Any] | None  # its fold models (``metrics["crossfit"]``)
 
 
 def load_cleaning_state(db: Session, cycle: Cycle) -> CleaningState:
@@ -154,8 +155,8 @@ def load_cleaning_state(db: Session, cycle: Cycle) -> CleaningState:
         .join(Cycle, Cycle.id == QueueEntry.cycle_id)
         .where(Cycle.project_id == cycle.project_id, Cycle.kind == ProjectKind.clean)
     ).all()
-    previous = db.scalar(
-        select(Cycle.checkpoint_sha256)
+    previous = db.execute(
+        select(Cycle.checkpoint_sha256, Cycle.metrics)
         .where(
             Cycle.project_id == cycle.project_id,
             Cycle.id != cycle.id,
@@ -163,9 +164,11 @@ def load_cleaning_state(db: Session, cycle: Cycle) -> CleaningState:
         )
         .order_by(Cycle.number.desc())
         .limit(1)
-    )
+    ).first()
+    crossfit = (previous.metrics or {}).get("crossfit") if previous is not None else None
     return CleaningState(
         cleaned={i for i, state in entries if state is QueueState.done},
         in_queue={i for i, state in entries if state is QueueState.open},
-        previous_checkpoint=previous,
+        previous_checkpoint=previous.checkpoint_sha256 if previous is not None else None,
+        previous_crossfit=crossfit if crossfit and crossfit.get("done") else None,
     )

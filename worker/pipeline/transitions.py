@@ -17,6 +17,7 @@ from app.core.db import unit_of_work, utcnow
 from app.core.enums import CycleState, LeaseOutcome, QueueState
 from app.core.tasks import TaskSender, bind_sender, send_after_commit
 from app.cycles.models import Cycle
+from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
 from worker.pipeline.snapshot import CycleInputs, load_inputs
 
@@ -95,6 +96,70 @@ def open_queue(
         return True
 
 
+def open_cleaning_queue(
+    factory: sessionmaker[Session],
+    inputs: CycleInputs,
+    ranked: Sequence[tuple[int, float]],
+    *,
+    metrics: dict[str, Any],
+    attempt: int | None = None,
+    **fields: Any,
+) -> bool:
+    """Cleaning: atomically ``scoring`` → ``labeling`` and the new ranking queued.
+
+    Items being relabelled now (a label given or a lease open) keep their entries and go
+    first; the untouched rest of the last ranking gives way to this one. ``ranked``: (item id,
+    score), best first, over every labelled item. Cleaned items and items carried over are
+    skipped; the queue is filled to ``cleaning_queue_depth``. Reading those sets here, in the
+    transaction that writes the queue, means a label given while the cycle trained can
+    neither make an item queued twice nor be missed.
+    """
+    with unit_of_work(factory) as db:
+        query = update(Cycle).where(Cycle.id == inputs.cycle_id, Cycle.state == CycleState.scoring)
+        if attempt is not None:
+            query = query.where(Cycle.attempts == attempt)
+        if not db.execute(query.values(state=CycleState.labeling, **fields)).rowcount:  # type: ignore[attr-defined]
+            return False
+        project = db.get(Project, inputs.project_id)
+        assert project is not None
+        carried = _close_earlier_cycles(db, inputs, carry_open=True)
+        blocked = set(
+            db.scalars(
+                select(QueueEntry.item_id).where(
+                    QueueEntry.project_id == inputs.project_id,
+                    QueueEntry.state.in_((QueueState.done, QueueState.open)),
+                )
+            )
+        )
+        depth = cleaning_queue_depth(inputs.batch_size, project.finetune_every)
+        fresh = [(i, s) for i, s in ranked if i not in blocked][: max(depth - carried, 0)]
+        db.execute(
+            update(Cycle)
+            .where(Cycle.id == inputs.cycle_id)
+            .values(metrics={**metrics, "queued": len(fresh), "carried_over": carried})
+        )
+        db.add_all(
+            QueueEntry(
+                project_id=inputs.project_id,
+                cycle_id=inputs.cycle_id,
+                item_id=item_id,
+                rank=carried + rank,
+                score=score,
+                labels_wanted=inputs.labels_per_item,
+                state=QueueState.open,
+            )
+            for rank, (item_id, score) in enumerate(fresh)
+        )
+        return True
+
+
+def cleaning_queue_depth(batch_size: int, finetune_every: int | None) -> int:
+    """How many ranked items a cleaning queue holds. At least ``batch_size``; with re-ranking
+    every b labels, 2b: the re-rank starts after b labels, which touch at most b items, so b
+    more stay to hand out while the worker fine-tunes (annotators never wait for it)."""
+    return max(batch_size, 2 * finetune_every) if finetune_every else batch_size
+
+
 def _close_earlier_cycles(db: Session, inputs: CycleInputs, carry_open: bool) -> int:
     """Complete earlier labelling cycles; returns how many open entries were carried over."""
     now = utcnow()
@@ -113,11 +178,15 @@ def _close_earlier_cycles(db: Session, inputs: CycleInputs, carry_open: bool) ->
         .values(state=CycleState.completed, finished_at=now)
     )
     if carry_open:
-        moving = db.scalars(
+        open_earlier = db.scalars(
             select(QueueEntry)
             .where(QueueEntry.cycle_id.in_(earlier), QueueEntry.state == QueueState.open)
             .order_by(QueueEntry.rank, QueueEntry.id)
         ).all()
+        moving = [e for e in open_earlier if e.labels_received > 0 or e.leases_open > 0]
+        for entry in open_earlier:
+            if entry.labels_received == 0 and entry.leases_open == 0:
+                entry.state = QueueState.cancelled  # untouched: the new ranking decides
         for rank, entry in enumerate(moving):
             entry.cycle_id = inputs.cycle_id
             entry.rank = rank
