@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
+from app.annotations.derived import derive
 from app.core.enums import Role, Split
 from app.core.errors import STORAGE_RESPONSES, DomainError, PayloadTooLarge
 from app.core.ids import IdPath
@@ -13,7 +14,7 @@ from app.deps import Blobs, CurrentUser, DbSession, Engineer, SettingsDep
 from app.items import repository, service
 from app.items.bulk import prepare_npz, prepare_zip, sniff_archive
 from app.items.media import MediaError, MediaLimits, prepare_image
-from app.items.schemas import BulkResult, ItemOut
+from app.items.schemas import BulkResult, DerivedLabelOut, ItemOut, LabelledItemOut
 from app.projects import service as projects
 from app.projects.service import get_for_engineer
 
@@ -106,33 +107,54 @@ def upload_bulk(
     return service.summarise(service.add_items(db, blobs, project, prepared, split))
 
 
-@router.get("/projects/{project_id}/items", response_model=Page[ItemOut])
+@router.get("/projects/{project_id}/items", response_model=Page[LabelledItemOut])
 def list_items(
     project_id: IdPath,
     db: DbSession,
     actor: Engineer,
     settings: SettingsDep,
+    blobs: Blobs,
     split: Split | None = None,
     labelled: bool | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 100,
-) -> Page[ItemOut]:
-    get_for_engineer(db, actor, project_id)
+) -> Page[LabelledItemOut]:
+    project = get_for_engineer(db, actor, project_id)
     if limit > settings.max_page_size:
         raise DomainError(f"limit must be at most {settings.max_page_size}", code="page_too_large")
     rows = repository.page(
         db, project_id, after_id=decode_cursor(cursor), limit=limit, split=split, labelled=labelled
     )
     next_cursor = encode_cursor(rows[-1].id) if len(rows) == limit else None
-    return Page[ItemOut](items=[ItemOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+    derived = derive(db, project, blobs)
+    classes = list(project.classes)
+    return Page[LabelledItemOut](
+        items=[
+            LabelledItemOut.model_validate(r).model_copy(
+                update={"derived": _derived_out(derived.describe(r.id, classes))}
+            )
+            for r in rows
+        ],
+        next_cursor=next_cursor,
+    )
 
 
-@router.get("/items/{item_id}", response_model=ItemOut)
-def get_item(item_id: IdPath, db: DbSession, actor: CurrentUser) -> ItemOut:
-    item, _ = projects.get_visible_item(db, actor, item_id)
-    if actor.role is Role.annotator and item.split is Split.test:
-        projects.get_for_engineer(db, actor, item.project_id)
-    return ItemOut.model_validate(item)
+@router.get("/items/{item_id}", response_model=LabelledItemOut)
+def get_item(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs) -> LabelledItemOut:
+    item, project = projects.get_visible_item(db, actor, item_id)
+    if actor.role is Role.annotator:
+        if item.split is Split.test:
+            projects.get_for_engineer(db, actor, item.project_id)
+        # No derived label: an annotator who saw the crowd's answer would echo it.
+        return LabelledItemOut.model_validate(item)
+    described = derive(db, project, blobs).describe(item.id, list(project.classes))
+    return LabelledItemOut.model_validate(item).model_copy(
+        update={"derived": _derived_out(described)}
+    )
+
+
+def _derived_out(described: dict[str, Any] | None) -> DerivedLabelOut | None:
+    return DerivedLabelOut(**described) if described is not None else None
 
 
 @router.get(

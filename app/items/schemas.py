@@ -23,6 +23,22 @@ class ItemOut(BaseModel):
     created_at: datetime
 
 
+class DerivedLabelOut(BaseModel):
+    """The label the project's aggregation model derives from the item's live votes."""
+
+    method: str
+    class_index: int | None
+    label: str | None
+    posterior: list[float]
+    tied: bool  # the vote counts have no strict majority, whatever the method decided
+
+
+class LabelledItemOut(ItemOut):
+    """An item as engineers see it: with its derived label (annotators never get one)."""
+
+    derived: DerivedLabelOut | None = None
+
+
 class BulkResult(BaseModel):
     created: int
     first_id: int | None

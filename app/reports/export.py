@@ -11,9 +11,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.annotations.derived import derive
 from app.annotations.models import Annotation
-from app.annotations.votes import summarise
+from app.annotations.votes import VoteSummary, summarise
 from app.auth.models import Annotator
+from app.core.blobs import BlobStore
 from app.core.enums import LabelSource, ProjectKind
 from app.items.models import Item
 from app.projects.models import Project
@@ -23,6 +25,8 @@ CSV_FIELDS = [
     "split",
     "label",
     "class_index",
+    "method",
+    "posterior",
     "tied",
     "votes",
     "counts",
@@ -30,8 +34,12 @@ CSV_FIELDS = [
 ]
 
 
-def rows(db: Session, project: Project) -> Iterator[dict[str, Any]]:
-    """One dict per item that has at least one live vote, in item id order."""
+def rows(
+    db: Session, project: Project, blobs: BlobStore | None = None, method: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """One dict per item that has at least one live vote, in item id order; the label is
+    derived by ``method`` (default: the project's aggregation model)."""
+    derived = derive(db, project, blobs, method)
     names = dict(db.execute(select(Annotator.id, Annotator.name)).all())
     votes_by_item: dict[int, list[Annotation]] = {}
     for vote in db.scalars(
@@ -50,12 +58,17 @@ def rows(db: Session, project: Project) -> Iterator[dict[str, Any]]:
             continue
         votes = votes_by_item[item_id]
         summary = summarise((v.class_index for v in votes), len(project.classes))
+        label = derived.describe(item_id, list(project.classes)) or _by_majority(
+            summary, list(project.classes)
+        )
         row: dict[str, Any] = {
             "item_id": item_id,
             "external_id": external_id,
             "split": split.value,
-            "label": project.classes[summary.majority] if summary.majority is not None else None,
-            "class_index": summary.majority,
+            "label": label["label"],
+            "class_index": label["class_index"],
+            "method": label["method"],
+            "posterior": label["posterior"],
             "tied": summary.tied,
             "counts": summary.counts,
             "votes": [
@@ -75,6 +88,19 @@ def rows(db: Session, project: Project) -> Iterator[dict[str, Any]]:
         yield row
 
 
+def _by_majority(summary: VoteSummary, classes: list[str]) -> dict[str, Any]:
+    """A vote that arrived after the derivation read the votes (read committed): its item is
+    labelled by plain majority in this export."""
+    k = summary.majority
+    return {
+        "method": "majority",
+        "class_index": k,
+        "label": classes[k] if k is not None else None,
+        "posterior": summary.distribution,
+        "tied": summary.tied,
+    }
+
+
 def as_jsonl(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
     for row in rows_:
         yield json.dumps(row) + "\n"
@@ -91,6 +117,7 @@ def as_csv(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
             for v in row["votes"]
         )
         flat["counts"] = " ".join(str(c) for c in row["counts"])
+        flat["posterior"] = " ".join(f"{p:.4f}" for p in row["posterior"])
         writer.writerow(flat)
         yield buf.getvalue()
         buf.seek(0)

@@ -6,9 +6,11 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
+from app.annotations.aggregation import METHODS
 from app.core.enums import Role
+from app.core.errors import Unprocessable
 from app.core.ids import IdPath
-from app.deps import CurrentUser, DbSession, Engineer
+from app.deps import Blobs, CurrentUser, DbSession, Engineer
 from app.projects import service as projects
 from app.reports import export
 from app.reports.progress import progress
@@ -37,12 +39,22 @@ def export_labels(
     project_id: IdPath,
     db: DbSession,
     actor: Engineer,
+    blobs: Blobs,
     format: Literal["csv", "json", "jsonl"] = "jsonl",
+    aggregation: str | None = None,
 ) -> Response:
     """Every item with votes: external id, each vote (annotator, class, source, time), the
-    majority label or a tie, and for cleaning projects whether it was relabelled."""
+    label the project's aggregation model derives (or ``aggregation=`` another method's) with
+    its posterior and method, whether the votes tie, and for cleaning projects whether it was
+    relabelled."""
     project = projects.get_for_engineer(db, actor, project_id)
-    rows = list(export.rows(db, project))  # read inside the request's transaction
+    if aggregation is not None and aggregation not in METHODS:
+        raise Unprocessable(
+            f"unknown aggregation method {aggregation!r}; choose from {list(METHODS)}",
+            code="unknown_aggregation",
+        )
+    # Read inside the request's transaction.
+    rows = list(export.rows(db, project, blobs, aggregation))
     filename = f"annoloop-project-{project.id}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if format == "json":
