@@ -4,6 +4,7 @@ from app.annotations.models import Annotation
 from app.auth.models import Annotator, ApiToken
 from app.core.db import Base
 from app.cycles.models import Cycle
+from app.gold.models import GoldLabel
 from app.items.models import Item
 from app.projects.models import Project, ProjectMember
 from app.queue.models import Lease, QueueEntry
@@ -14,6 +15,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Cycle",
+    "GoldLabel",
     "Item",
     "Lease",
     "Project",

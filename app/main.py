@@ -28,6 +28,7 @@ from app.core.ratelimit import make_limiter
 from app.core.tasks import CelerySender, TaskSender
 from app.cycles.router import router as cycles_router
 from app.fastpath.hot_path import make_hot_path
+from app.gold.router import router as gold_router
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.observability.install import install_observability
@@ -87,6 +88,7 @@ def create_app(
         items_router,
         cycles_router,
         reports_router,
+        gold_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     if FRONTEND_DIR.is_dir():

@@ -18,8 +18,10 @@ Methods:
   1979), started from the soft majority vote (counts / total), with additive smoothing
   ``DS_SMOOTHING`` on every confusion and prior count so that an annotator who never saw a
   class still has a proper row. EM stops when no posterior entry moves by ``tol`` or more, or
-  after ``max_iter`` iterations. Label: argmax of the posterior, the lowest index on an exact
-  tie. Annotator accuracy: ``sum_k prior_k * confusion[a, k, k]``.
+  after ``max_iter`` iterations (on sparse votes EM is slow: on the music data posteriors
+  still move by 1e-3 after 100 iterations and settle after about 1,000). Label: argmax of
+  the posterior, the lowest index on an exact tie. Annotator accuracy:
+  ``sum_k prior_k * confusion[a, k, k]``.
 - ``crowdlab``: CROWDLAB (Goh, Tkachenko & Mueller 2022) as ``cleanlab.multiannotator.
   get_label_quality_multiannotator`` (cleanlab 2.9, ``consensus_method="best_quality"``)
   computes it; needs ``model_probs``, held-out (out-of-fold) model probabilities. The
@@ -30,8 +32,9 @@ Methods:
   always answering the most common class. Label: argmax of the posterior built on the
   majority vote (majority ties broken as cleanlab does: model probability, then the rarer
   class, then the better annotators, then a seeded draw); the posterior returned is the one
-  rebuilt on that label, as cleanlab's quality scores are. Annotator accuracy: cleanlab's
-  annotator quality (NaN for an annotator none of whose items has a second vote).
+  rebuilt on that label, as cleanlab's quality scores are, so its argmax can differ from the
+  label (18 of the 700 music songs). Annotator accuracy: cleanlab's annotator quality (NaN for
+  an annotator none of whose items has a second vote).
 
 Tie rule shared by all methods: ``tied`` is True where an item has votes and its top vote
 count is shared by two or more classes, whatever the method then decided. Items with no
@@ -50,7 +53,11 @@ import numpy as np
 
 METHODS = ("majority", "majority_tiebreak", "dawid_skene", "crowdlab")
 
-DS_SMOOTHING = 1e-3  # pseudo-count added to every confusion-matrix cell and class prior count
+# Pseudo-count added to every confusion-matrix cell and class prior count. Small against one
+# vote: at 0.01 the 0.1 pseudo-votes per confusion row outweighed the evidence of annotators
+# with a handful of votes and moved EM's fixed point on the music data (accuracy 0.746 vs
+# 0.766, agreement with crowd-kit's unsmoothed EM 0.959 vs 0.999, both converged).
+DS_SMOOTHING = 1e-3
 _CROWDLAB_FLOOR = 1e-6  # cleanlab's CLIPPING_LOWER_BOUND: weights and error rates stay positive
 
 
@@ -220,8 +227,8 @@ def _class_sums(index: np.ndarray, table: np.ndarray, lookup: np.ndarray, size: 
 
 def _dawid_skene(votes: _Votes, max_iter: int, tol: float) -> Aggregate:
     a, c = votes.num_annotators, votes.num_classes
-    # EM runs on the voted items only, renumbered 0..M-1: an item without votes has no
-    # evidence and must not pull the class priors towards themselves.
+    # EM runs on the voted items only, renumbered 0..M-1: an item without votes carries no
+    # evidence, and counting it in the class priors would only pull them towards themselves.
     voted = np.flatnonzero(votes.voted)
     item = (np.cumsum(votes.voted) - 1)[votes.items]
     # (annotator, given class) -> a * C + given: the confusion counts of true class k are the

@@ -105,7 +105,9 @@ def _compute(
     c = len(project.classes)
     probs = _model_probs(blobs, probs_blob, item_ids, c) if blobs and probs_blob else None
     used = method
-    if method == "crowdlab" and probs is None:
+    if method == "crowdlab" and (probs is None or not (np.bincount(items.reshape(-1)) >= 2).any()):
+        # CROWDLAB weighs annotators by agreement on shared items: with no model view or no
+        # item labelled twice there is nothing to weigh, so Dawid–Skene decides.
         used = "dawid_skene"
     if method == "majority_tiebreak" and probs is not None and np.isnan(probs).any():
         probs = None  # not every item was scored: ties are broken by the seeded draw

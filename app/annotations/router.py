@@ -1,19 +1,17 @@
 from __future__ import annotations
 
-import csv
-import io
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
 from app.annotations import repository, service
 from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResult, ImportRow
-from app.core.errors import BadRequest, DomainError, Unprocessable
+from app.core.errors import DomainError
 from app.core.ids import IdPath, IdQuery
 from app.core.pagination import Page, decode_cursor, encode_cursor
+from app.core.rows import parse_rows
 from app.deps import (
     Bearer,
     BearerToken,
@@ -119,22 +117,4 @@ def import_annotations(
 
 
 def _parse_rows(raw: bytes, content_type: str) -> list[ImportRow]:
-    try:
-        if content_type.startswith("text/csv"):
-            reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
-            data: object = [
-                {k: (v if v != "" else None) for k, v in row.items() if k} for row in reader
-            ]
-            for row in data:  # type: ignore[attr-defined]
-                if row.get("class_index") is not None:
-                    row["class_index"] = int(row["class_index"])
-        else:
-            data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, csv.Error) as exc:
-        raise BadRequest(f"could not parse the import body: {exc}", code="malformed_body") from exc
-    try:
-        return _rows.validate_python(data)
-    except ValidationError as exc:
-        raise Unprocessable(
-            "import rows are invalid", code="invalid_rows", detail=exc.errors(include_url=False)
-        ) from exc
+    return parse_rows(raw, content_type, _rows, int_fields=("class_index",))

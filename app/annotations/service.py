@@ -8,6 +8,7 @@ item by the same annotator is a conflict.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +28,16 @@ from app.items import repository as items
 from app.items.models import Item
 from app.projects.models import Project
 from app.queue import service as queue
+
+
+class ClassChoice(Protocol):
+    """An uploaded row's class: its index or its name."""
+
+    @property
+    def class_index(self) -> int | None: ...
+
+    @property
+    def class_name(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ def import_rows(db: Session, project: Project, rows: list[ImportRow]) -> ImportR
         item = found.get(row.external_id)
         if item is None:
             raise Unprocessable(f"row {n}: unknown item {row.external_id!r}", code="unknown_item")
-        resolved.append((item, row.annotator, _class_of_row(project, class_of, row, n)))
+        resolved.append((item, row.annotator, class_of_row(project, class_of, row, n)))
 
     before = {a.name for a in annotators.list_annotators(db)}
     people = {name: get_or_create_importer(db, name) for name in sorted({r[1] for r in resolved})}
@@ -136,7 +147,8 @@ def import_rows(db: Session, project: Project, rows: list[ImportRow]) -> ImportR
     )
 
 
-def _class_of_row(project: Project, class_of: dict[str, int], row: ImportRow, n: int) -> int:
+def class_of_row(project: Project, class_of: dict[str, int], row: ClassChoice, n: int) -> int:
+    """Row ``n``'s class from ``class_index`` or ``class_name`` (exactly one), or a 422."""
     if (row.class_index is None) == (row.class_name is None):
         raise Unprocessable(f"row {n}: give class_index or class_name", code="bad_row")
     if row.class_name is not None:

@@ -35,6 +35,8 @@ class Project(Base):
     aggregation: Mapped[str] = mapped_column(
         String(30), default="majority", server_default="majority"
     )
+    # Share of each queue given to pool items with a gold label (annotator accuracy).
+    honeypot_rate: Mapped[float] = mapped_column(default=0.0, server_default="0")
     seed: Mapped[int] = mapped_column(default=0)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

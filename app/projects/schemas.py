@@ -66,6 +66,14 @@ class _ProjectSettings(BaseModel):
         "majority_tiebreak, dawid_skene, crowdlab (default majority).",
     )
 
+    honeypot_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=0.5,
+        description="Share of each queue given to pool items with a gold label, so every "
+        "annotator's accuracy is measured (default 0).",
+    )
+
     @field_validator("crossfit_folds")
     @classmethod
     def _folds(cls, folds: int | None) -> int | None:
@@ -133,6 +141,7 @@ class ProjectOut(BaseModel):
     seed: int
     crossfit_folds: int
     aggregation: str
+    honeypot_rate: float
     created_at: datetime
     updated_at: datetime
 

@@ -72,6 +72,7 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
         seed=body.seed or 0,
         crossfit_folds=5 if body.crossfit_folds is None else body.crossfit_folds,
         aggregation=body.aggregation or "majority",
+        honeypot_rate=body.honeypot_rate or 0.0,
         created_by_id=actor.id,
     )
     db.add(project)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.annotations.derived import derive
 from app.annotations.models import Annotation
 from app.annotations.votes import summarise
 from app.auth.models import Annotator
 from app.core.db import utcnow
 from app.core.enums import LabelSource, ProjectKind, QueueState
 from app.cycles import repository as cycles
+from app.gold import repository as gold_labels
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
 from app.reports.schemas import AnnotatorCount, CleaningProgress, CycleProgress, Progress
@@ -128,32 +131,71 @@ def _per_annotator(db: Session, project: Project) -> list[AnnotatorCount]:
             Annotation.item_id, Annotation.annotator_id, Annotation.class_index, Annotation.source
         ).where(Annotation.project_id == project.id, Annotation.retracted_at.is_(None))
     ).all()
-    by_item: dict[int, list[int]] = {}
+    c = len(project.classes)
+    counts: dict[int, list[int]] = {}
     for item_id, _, k, _ in votes:
-        by_item.setdefault(item_id, []).append(k)
-    majority = {item: summarise(ks, len(project.classes)).majority for item, ks in by_item.items()}
+        counts.setdefault(item_id, [0] * c)[k] += 1
+    gold = gold_labels.of_project(db, project.id)
     labels: Counter[int] = Counter()
     agree: Counter[int] = Counter()
     settled: Counter[int] = Counter()
+    gold_right: Counter[int] = Counter()
+    gold_seen: Counter[int] = Counter()
     for item_id, annotator_id, k, source in votes:
         if source not in _COUNTED:
             continue
         labels[annotator_id] += 1
-        if majority[item_id] is not None:
+        others = list(counts[item_id])
+        others[k] -= 1  # leave this vote out: agreement is with the other people
+        top = max(others)
+        if top > 0 and others.count(top) == 1:
             settled[annotator_id] += 1
-            agree[annotator_id] += int(k == majority[item_id])
+            agree[annotator_id] += int(others[k] == top)
+        if item_id in gold:
+            gold_seen[annotator_id] += 1
+            gold_right[annotator_id] += int(k == gold[item_id])
     names = dict(
         db.execute(select(Annotator.id, Annotator.name).where(Annotator.id.in_(list(labels)))).all()
     )
+    estimated = _estimated_accuracy(db, project) if labels else {}
     return [
         AnnotatorCount(
             annotator_id=aid,
             name=names[aid],
             labels=labels[aid],
             agreement=agree[aid] / settled[aid] if settled[aid] else None,
+            agreement_items=settled[aid],
+            gold_accuracy=gold_right[aid] / gold_seen[aid] if gold_seen[aid] else None,
+            gold_items=gold_seen[aid],
+            estimated_accuracy=estimated.get(aid),
         )
         for aid in sorted(labels)
     ]
+
+
+def _estimated_accuracy(db: Session, project: Project) -> dict[int, float]:
+    """Dawid–Skene's P(correct) per annotator, where any of their items has a second vote."""
+    derived = derive(db, project, None, "dawid_skene")
+    if derived.annotator_accuracy is None or not derived.tied.size:
+        return {}
+    shared = _shared_voters(db, project)
+    return {
+        aid: float(acc)
+        for aid, acc in zip(derived.annotator_ids, derived.annotator_accuracy, strict=True)
+        if aid in shared and math.isfinite(float(acc))
+    }
+
+
+def _shared_voters(db: Session, project: Project) -> set[int]:
+    """Annotators with a vote on an item someone else voted on too."""
+    by_item: dict[int, set[int]] = {}
+    for item_id, annotator_id in db.execute(
+        select(Annotation.item_id, Annotation.annotator_id).where(
+            Annotation.project_id == project.id, Annotation.retracted_at.is_(None)
+        )
+    ):
+        by_item.setdefault(item_id, set()).add(annotator_id)
+    return {a for voters in by_item.values() if len(voters) > 1 for a in voters}
 
 
 def _tied_items(db: Session, project: Project) -> int:

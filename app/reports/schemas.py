@@ -7,8 +7,16 @@ class AnnotatorCount(BaseModel):
     annotator_id: int
     name: str
     labels: int
-    # Of this person's labels on items with a settled majority, the share that agree with it.
+    # Of this person's labels on items where the OTHER voters have a strict majority, the
+    # share that agree with it; None (not measurable) when nobody else voted on their items,
+    # e.g. with one label per item: a person never "agrees" with their own vote.
     agreement: float | None
+    agreement_items: int
+    # Measured on items with a gold label (honeypots): the share right, and how many.
+    gold_accuracy: float | None
+    gold_items: int
+    # Dawid–Skene's estimate of P(correct) from all votes; None before anyone overlaps.
+    estimated_accuracy: float | None
 
 
 class CycleProgress(BaseModel):

@@ -1,4 +1,4 @@
-"""labels people can trust: cross-fitting folds and the aggregation model per project
+"""labels people can trust: cross-fitting folds, aggregation model, gold labels, honeypots
 
 Revision ID: 0003
 Revises: 0002
@@ -28,9 +28,38 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("aggregation", sa.String(30), nullable=False, server_default="majority")
         )
+        batch_op.add_column(
+            sa.Column("honeypot_rate", sa.Double(), nullable=False, server_default="0")
+        )
+    op.create_table(
+        "gold_label",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("project_id", sa.Integer(), nullable=False),
+        sa.Column("item_id", sa.Integer(), nullable=False),
+        sa.Column("class_index", sa.Integer(), nullable=False),
+        sa.Column("created_by_id", sa.Integer(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"], ["project.id"], name=op.f("fk_gold_label_project_id_project")
+        ),
+        sa.ForeignKeyConstraint(["item_id"], ["item.id"], name=op.f("fk_gold_label_item_id_item")),
+        sa.ForeignKeyConstraint(
+            ["created_by_id"], ["annotator.id"], name=op.f("fk_gold_label_created_by_id_annotator")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_gold_label")),
+        sa.UniqueConstraint("item_id", name=op.f("uq_gold_label_item_id")),
+    )
+    with op.batch_alter_table("gold_label") as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_gold_label_project_id"), ["project_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("gold_label") as batch_op:
+        batch_op.drop_index(batch_op.f("ix_gold_label_project_id"))
+    op.drop_table("gold_label")
     with op.batch_alter_table("project") as batch_op:
+        batch_op.drop_column("honeypot_rate")
         batch_op.drop_column("aggregation")
         batch_op.drop_column("crossfit_folds")

@@ -175,6 +175,11 @@ TABLE: dict[tuple[str, str], Call] = {
     ),
     ("GET", f"{V1}/projects/{{project_id}}/progress"): Call(MEMBER_READ, _p),
     ("GET", f"{V1}/projects/{{project_id}}/export"): Call(ENGINEER_READ, _p),
+    # Gold is truth for evaluation and honeypots: annotators must not read or write it.
+    ("POST", f"{V1}/projects/{{project_id}}/gold:import"): Call(
+        ENGINEER_READ, _p, lambda w: {"json": [{"external_id": "x0", "class_index": 1}]}
+    ),
+    ("GET", f"{V1}/projects/{{project_id}}/gold"): Call(ENGINEER_READ, _p),
 }
 
 

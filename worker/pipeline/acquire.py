@@ -90,6 +90,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
             test_pool = LoaderPool(dataset_of(rt, inputs.test, spec), batch_size=SCORE_BATCH)
             metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
+        metrics["test_unlabelled"] = inputs.test_unlabelled
 
     # Large pools are scored by shard tasks on any worker (shards.py); a cold start never is:
     # random scores are a hash of the position and read no inputs.

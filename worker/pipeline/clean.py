@@ -87,6 +87,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         test_pool = LoaderPool(dataset_of(rt, inputs.test, spec), batch_size=SCORE_BATCH)
         metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
+    metrics["test_unlabelled"] = inputs.test_unlabelled
     if crossfit.folds_of(inputs) >= 2:
         plan = crossfit.make_plan(inputs, checkpoint)
         if not crossfit.dispatch(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.annotations.models import Annotation
 from app.core.enums import LabelSource, ProjectKind, QueueState, Split
 from app.cycles.models import Cycle
+from app.gold import repository as gold_labels
 from app.items.models import Item
 from app.projects.models import Project
 from app.queue.models import QueueEntry
@@ -51,9 +52,11 @@ class CycleInputs:
     labelled: ItemRefs  # pool items with at least one live vote
     counts: np.ndarray  # (L, C) int64 votes of ``labelled``
     candidates: ItemRefs  # pool items with no live vote
-    test: ItemRefs  # test items with a decided (untied) majority
+    test: ItemRefs  # test items with gold, or else a strict majority of their votes
     test_labels: np.ndarray  # (T,) int64
     labelled_set_hash: str
+    # Test items left out of evaluation: no gold and no strict majority (reported, not silent).
+    test_unlabelled: int = 0
 
 
 def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
@@ -72,9 +75,11 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
             counts = votes[item_id] = np.zeros(num_classes, dtype=np.int64)
         counts[class_index] += 1
 
+    gold = gold_labels.of_project(db, project.id)
     labelled, candidates, test = ItemRefs(), ItemRefs(), ItemRefs()
     labelled_counts: list[np.ndarray] = []
     test_labels: list[int] = []
+    test_unlabelled = 0
     items = db.execute(
         select(Item.id, Item.split, Item.blob_sha256, Item.media_type)
         .where(Item.project_id == project.id)
@@ -83,9 +88,18 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
     for item_id, split, blob, media_type in items:
         counts = votes.get(item_id)
         if split is Split.test:
-            if counts is not None and _has_unique_top(counts):
+            if item_id in gold:
+                test.append(item_id, blob, media_type)
+                test_labels.append(gold[item_id])
+            elif counts is not None and _has_unique_top(counts):
                 test.append(item_id, blob, media_type)
                 test_labels.append(int(counts.argmax()))
+            else:
+                test_unlabelled += 1
+        elif item_id in gold:
+            # Known truth trains as itself, whatever the votes on it (a honeypot's).
+            labelled.append(item_id, blob, media_type)
+            labelled_counts.append(np.eye(num_classes, dtype=np.int64)[gold[item_id]])
         elif counts is None:
             candidates.append(item_id, blob, media_type)
         else:
@@ -114,6 +128,7 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
         test=test,
         test_labels=np.asarray(test_labels, dtype=np.int64),
         labelled_set_hash=labelled_set_hash(labelled.ids, count_matrix),
+        test_unlabelled=test_unlabelled,
     )
 
 

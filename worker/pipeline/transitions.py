@@ -7,16 +7,21 @@ one of them wins and the others stop without side effects.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.annotations.models import Annotation
 from app.core.db import unit_of_work, utcnow
-from app.core.enums import CycleState, LeaseOutcome, QueueState
+from app.core.enums import CycleState, LabelSource, LeaseOutcome, QueueState, Split
 from app.core.tasks import TaskSender, bind_sender, send_after_commit
 from app.cycles.models import Cycle
+from app.gold.models import GoldLabel
+from app.items.models import Item
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
 from worker.pipeline.snapshot import CycleInputs, load_inputs
@@ -81,18 +86,7 @@ def open_queue(
         if not result.rowcount:  # type: ignore[attr-defined]
             return False
         carried = _close_earlier_cycles(db, inputs, carry_open)
-        db.add_all(
-            QueueEntry(
-                project_id=inputs.project_id,
-                cycle_id=inputs.cycle_id,
-                item_id=item_id,
-                rank=carried + rank,
-                score=score,
-                labels_wanted=inputs.labels_per_item,
-                state=QueueState.open,
-            )
-            for rank, (item_id, score) in enumerate(zip(item_ids, scores, strict=True))
-        )
+        _write_entries(db, inputs, list(zip(item_ids, scores, strict=True)), carried)
         return True
 
 
@@ -131,26 +125,91 @@ def open_cleaning_queue(
                 )
             )
         )
+        # Items with gold are known: never relabelled (they may come back as honeypots).
+        blocked.update(
+            db.scalars(select(GoldLabel.item_id).where(GoldLabel.project_id == inputs.project_id))
+        )
         depth = cleaning_queue_depth(inputs.batch_size, project.finetune_every)
         fresh = [(i, s) for i, s in ranked if i not in blocked][: max(depth - carried, 0)]
+        honeypots = _write_entries(db, inputs, list(fresh), carried)
         db.execute(
             update(Cycle)
             .where(Cycle.id == inputs.cycle_id)
-            .values(metrics={**metrics, "queued": len(fresh), "carried_over": carried})
-        )
-        db.add_all(
-            QueueEntry(
-                project_id=inputs.project_id,
-                cycle_id=inputs.cycle_id,
-                item_id=item_id,
-                rank=carried + rank,
-                score=score,
-                labels_wanted=inputs.labels_per_item,
-                state=QueueState.open,
+            .values(
+                metrics={
+                    **metrics,
+                    "queued": len(fresh),
+                    "carried_over": carried,
+                    "honeypots": honeypots,
+                }
             )
-            for rank, (item_id, score) in enumerate(fresh)
         )
         return True
+
+
+def _write_entries(
+    db: Session, inputs: CycleInputs, ranked: list[tuple[int, float | None]], carried: int
+) -> int:
+    """Queue ``ranked`` after the ``carried`` entries, with the project's honeypots spread
+    evenly through it; returns how many honeypots were queued."""
+    project = db.get(Project, inputs.project_id)
+    assert project is not None
+    honeypots = _honeypots(db, project, len(ranked), inputs.seed)
+    entries: list[tuple[int, float | None]] = list(ranked)
+    for j, item_id in enumerate(honeypots):
+        # Evenly spread: honeypot j of h goes after (j + 1) / (h + 1) of the batch.
+        at = round((j + 1) * len(ranked) / (len(honeypots) + 1)) + j
+        entries.insert(at, (item_id, None))
+    db.add_all(
+        QueueEntry(
+            project_id=inputs.project_id,
+            cycle_id=inputs.cycle_id,
+            item_id=item_id,
+            rank=carried + rank,
+            score=score,
+            labels_wanted=inputs.labels_per_item,
+            state=QueueState.open,
+        )
+        for rank, (item_id, score) in enumerate(entries)
+    )
+    return len(honeypots)
+
+
+def _honeypots(db: Session, project: Project, batch: int, seed: int) -> list[int]:
+    """ceil(rate x batch) pool items with gold that nobody has labelled or is labelling,
+    drawn with the cycle's seed. Only fresh ones: an item every annotator had already
+    labelled could never be handed out, and its entry would hold the cycle open forever."""
+    if project.honeypot_rate <= 0 or batch == 0:
+        return []
+    wanted = math.ceil(project.honeypot_rate * batch)
+    gold = db.scalars(
+        select(GoldLabel.item_id)
+        .join(Item, Item.id == GoldLabel.item_id)
+        .where(GoldLabel.project_id == project.id, Item.split == Split.pool)
+        .order_by(GoldLabel.item_id)
+    ).all()
+    if not gold:
+        return []
+    voted = set(
+        db.scalars(
+            select(Annotation.item_id).where(
+                Annotation.project_id == project.id,
+                Annotation.source.in_((LabelSource.human, LabelSource.oracle)),
+                Annotation.retracted_at.is_(None),
+            )
+        )
+    )
+    queued = set(
+        db.scalars(
+            select(QueueEntry.item_id).where(
+                QueueEntry.project_id == project.id, QueueEntry.state == QueueState.open
+            )
+        )
+    )
+    fresh = [i for i in gold if i not in voted and i not in queued]
+    rng = np.random.default_rng([seed, 104_729])
+    picks = rng.permutation(len(fresh))[:wanted]
+    return [int(fresh[i]) for i in sorted(picks)]
 
 
 def cleaning_queue_depth(batch_size: int, finetune_every: int | None) -> int:
@@ -284,18 +343,7 @@ def open_queue_for_attempt(
         if not result.rowcount:  # type: ignore[attr-defined]
             return False
         carried = _close_earlier_cycles(db, inputs, False)
-        db.add_all(
-            QueueEntry(
-                project_id=inputs.project_id,
-                cycle_id=inputs.cycle_id,
-                item_id=item_id,
-                rank=carried + rank,
-                score=score,
-                labels_wanted=inputs.labels_per_item,
-                state=QueueState.open,
-            )
-            for rank, (item_id, score) in enumerate(zip(item_ids, scores, strict=True))
-        )
+        _write_entries(db, inputs, list(zip(item_ids, scores, strict=True)), carried)
         return True
 
 
