@@ -50,9 +50,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("item_id", name=op.f("uq_gold_label_item_id")),
     )
     with op.batch_alter_table("gold_label") as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_gold_label_project_id"), ["project_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_gold_label_project_id"), ["project_id"], unique=False)
 
 
 def downgrade() -> None:

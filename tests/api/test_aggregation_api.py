@@ -3,13 +3,16 @@ it changes, never rewriting a vote; cross-fitting folds checked when a cycle sta
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.annotations.models import Annotation
-from tests.api.helpers import create_project, upload_png
+from app.cycles.models import Cycle
+from tests.api.helpers import create_project, open_batch, upload_png
 from tests.conftest import Accounts, row_counts
+from worker.pipeline.snapshot import load_inputs
 
 
 def _imported(client: TestClient, accounts: Accounts, **overrides: object) -> tuple[int, dict]:
@@ -157,3 +160,35 @@ def test_bad_settings_are_refused_and_store_nothing(
     assert row_counts(factory) == counts
     with factory() as db:
         assert db.scalar(select(func.count(Annotation.id))) == 12
+
+
+def test_training_targets_follow_the_aggregation_model(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    pid, ids = _imported(app_client, accounts)
+    app_client.post(
+        f"/api/v1/projects/{pid}/gold:import",
+        json=[{"external_id": "i2", "class_index": 0}],
+        headers=accounts.h("engineer"),
+    )
+    cycle_id = open_batch(factory, pid, [])
+    with factory() as db:
+        votes = load_inputs(db, db.get(Cycle, cycle_id))
+    assert votes.aggregation == "votes"
+    assert votes.targets is None
+    i1 = votes.labelled.ids.index(ids["i1"])
+    assert votes.training_targets()[i1].tolist() == [0.5, 0.0, 0.5]
+    app_client.patch(
+        f"/api/v1/projects/{pid}",
+        json={"aggregation": "dawid_skene"},
+        headers=accounts.h("engineer"),
+    )
+    with factory() as db:
+        ds = load_inputs(db, db.get(Cycle, cycle_id))
+    assert ds.aggregation == "dawid_skene"
+    assert ds.targets is not None
+    np.testing.assert_allclose(ds.targets.sum(axis=1), 1.0)
+    assert ds.targets[i1].argmax() == 0  # the tie goes to the trusted annotator's class
+    i2 = ds.labelled.ids.index(ids["i2"])
+    assert ds.targets[i2].tolist() == [1.0, 0.0, 0.0]  # gold trains as itself
+    assert ds.counts.tolist() == votes.counts.tolist()  # the votes themselves are unchanged

@@ -60,6 +60,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     metrics: dict[str, Any] = {
         "labelled_items": len(inputs.labelled),
         "labels": int(inputs.counts.sum()),
+        "targets": inputs.aggregation,  # vote distributions, or that model's posteriors
         "candidates": len(inputs.candidates),
         "device": device.type,
         "cold_start": cold_start,
@@ -73,7 +74,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         # Per-epoch recordings (dispersion) only over the rows that will be scored: with a
         # candidate subset of a large pool, recording the whole pool every epoch is the cost.
         cand = strategy.candidate_indices(len(pool), inputs.seed)
-        targets = inputs.counts / inputs.counts.sum(axis=1, keepdims=True)
+        targets = inputs.training_targets()
         result = train(
             model,
             dataset_of(rt, inputs.labelled, spec, targets),

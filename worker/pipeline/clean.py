@@ -63,7 +63,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         config = config.for_finetuning()
 
     t0 = time.perf_counter()
-    targets = inputs.counts / inputs.counts.sum(axis=1, keepdims=True)
+    targets = inputs.training_targets()
     result = train(
         model,
         dataset_of(rt, inputs.labelled, spec, targets),
@@ -76,6 +76,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     metrics: dict[str, Any] = {
         "labelled_items": len(inputs.labelled),
         "labels": int(inputs.counts.sum()),
+        "targets": inputs.aggregation,  # vote distributions, or that model's posteriors
         "train_loss": result.losses[-1],
         "epochs": config.epochs,
         "finetuned_from": state.previous_checkpoint,

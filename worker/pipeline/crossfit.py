@@ -162,8 +162,7 @@ def _train_fold(rt: Runtime, crossfit: dict[str, Any], fold: int, host: str) -> 
     if start is not None:
         load_state(rt, model, start)
         config = config.for_finetuning()
-    counts = inputs.counts.astype(np.float64)
-    dataset = dataset_of(rt, inputs.labelled, spec, counts / counts.sum(axis=1, keepdims=True))
+    dataset = dataset_of(rt, inputs.labelled, spec, inputs.training_targets())
     folds = plan.recorded[FOLDS_KEY]
     device = resolve_device()
     result = train_fold(model, dataset, folds, fold, config, seed=inputs.seed, device=device)

@@ -61,6 +61,8 @@ class ScoringPlan:
             "model_spec": inp.model_spec,
             "labels_remaining": inp.labels_remaining,
             "labelled_set_hash": inp.labelled_set_hash,
+            "test_unlabelled": inp.test_unlabelled,
+            "aggregation": inp.aggregation,
             "plan": {
                 "strategy": self.strategy,
                 "params": self.params,
@@ -75,6 +77,8 @@ class ScoringPlan:
             "counts": np.asarray(inp.counts, dtype=np.int64),
             "test_labels": np.asarray(inp.test_labels, dtype=np.int64),
         }
+        if inp.targets is not None:
+            arrays["targets"] = np.asarray(inp.targets, dtype=np.float64)
         for name in _REFS:
             arrays.update(_refs_arrays(name, getattr(inp, name)))
         if self.subset is not None:
@@ -108,6 +112,9 @@ class ScoringPlan:
             test=_refs_from(arrays, "test"),
             test_labels=arrays["test_labels"],
             labelled_set_hash=meta["labelled_set_hash"],
+            test_unlabelled=meta.get("test_unlabelled", 0),
+            targets=arrays.get("targets"),
+            aggregation=meta.get("aggregation", "votes"),
         )
         return cls(
             inputs=inputs,

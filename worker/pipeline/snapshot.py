@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.annotations.derived import derive
 from app.annotations.models import Annotation
 from app.core.enums import LabelSource, ProjectKind, QueueState, Split
 from app.cycles.models import Cycle
@@ -57,6 +58,17 @@ class CycleInputs:
     labelled_set_hash: str
     # Test items left out of evaluation: no gold and no strict majority (reported, not silent).
     test_unlabelled: int = 0
+    # (L, C) what the model trains on when the project's aggregation model is not a vote
+    # count (Dawid–Skene, CROWDLAB posteriors); None: each item's vote distribution.
+    targets: np.ndarray | None = None
+    aggregation: str = "votes"  # the method that made ``targets``
+
+    def training_targets(self) -> np.ndarray:
+        """(L, C) float64 soft targets of ``labelled``, rows summing to 1."""
+        if self.targets is not None:
+            return np.asarray(self.targets, dtype=np.float64)
+        counts = np.asarray(self.counts, dtype=np.float64)
+        return counts / counts.sum(axis=1, keepdims=True)
 
 
 def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
@@ -111,6 +123,7 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
     )
     spec = dict(project.model_spec)
     spec["num_classes"] = num_classes
+    targets, used = _posterior_targets(db, project, labelled.ids, count_matrix, set(gold))
     return CycleInputs(
         cycle_id=cycle.id,
         project_id=project.id,
@@ -129,7 +142,30 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
         test_labels=np.asarray(test_labels, dtype=np.int64),
         labelled_set_hash=labelled_set_hash(labelled.ids, count_matrix),
         test_unlabelled=test_unlabelled,
+        targets=targets,
+        aggregation=used,
     )
+
+
+MODEL_BASED = ("dawid_skene", "crowdlab")
+
+
+def _posterior_targets(
+    db: Session, project: Project, item_ids: list[int], counts: np.ndarray, gold: set[int]
+) -> tuple[np.ndarray | None, str]:
+    """The aggregation model's posterior per labelled item, when it is model-based; a gold
+    item keeps its gold row (``counts`` holds it one-hot). CROWDLAB needs held-out model
+    probabilities, which the worker reads only when scoring, so here Dawid–Skene stands in
+    (the returned method says so)."""
+    if project.aggregation not in MODEL_BASED or not item_ids:
+        return None, "votes"
+    derived = derive(db, project, None, project.aggregation)
+    out = counts.astype(np.float64) / counts.sum(axis=1, keepdims=True)
+    for n, item_id in enumerate(item_ids):
+        row = None if item_id in gold else derived.row(item_id)
+        if row is not None:
+            out[n] = derived.posterior[row]
+    return out, derived.method_used
 
 
 def labelled_set_hash(item_ids: list[int], counts: np.ndarray) -> str:
