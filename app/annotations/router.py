@@ -11,7 +11,7 @@ from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResul
 from app.core.errors import DomainError
 from app.core.ids import IdPath, IdQuery
 from app.core.pagination import Page, decode_cursor, encode_cursor
-from app.core.rows import parse_rows
+from app.core.rows import ROWS_BODY, parse_rows
 from app.deps import (
     Bearer,
     BearerToken,
@@ -93,15 +93,7 @@ def list_annotations(
 @router.post(
     "/projects/{project_id}/annotations:import",
     response_model=ImportResult,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=ROWS_BODY,
 )
 def import_annotations(
     project_id: IdPath,

@@ -13,6 +13,17 @@ from app.core.errors import BadRequest, Unprocessable
 
 T = TypeVar("T")
 
+# The OpenAPI request body of a route that takes rows (it reads the raw body itself).
+ROWS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+        "required": True,
+    }
+}
+
 
 def parse_rows(
     raw: bytes, content_type: str, adapter: TypeAdapter[list[T]], int_fields: tuple[str, ...]

@@ -7,7 +7,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from app.core.ids import IdPath
-from app.core.rows import parse_rows
+from app.core.rows import ROWS_BODY, parse_rows
 from app.deps import DbSession, Engineer
 from app.gold import service
 from app.gold.models import GoldLabel
@@ -25,15 +25,7 @@ async def _raw_body(request: Request) -> bytes:
 @router.post(
     "/projects/{project_id}/gold:import",
     response_model=GoldImportResult,
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=ROWS_BODY,
 )
 def import_gold(
     project_id: IdPath,

@@ -17,7 +17,7 @@ from app.deps import (
 )
 from app.fastpath.hot_path import HotPath
 from app.projects import service as projects
-from app.queue import service
+from app.queue import empty, service
 from app.queue.schemas import NextOut
 
 router = APIRouter(tags=["queue"])
@@ -38,7 +38,10 @@ async def next_item(
     """
     hot: HotPath | None = request.app.state.hot_path
     if hot is not None:
-        return await hot.next_item(bearer.token, bearer.client, project_id, ahead)
+        out = await hot.next_item(bearer.token, bearer.client, project_id, ahead)
+        if out.status != "queue_empty":
+            return out
+        return await in_own_session(request, _explain_empty, bearer, project_id, out)
     return await in_own_session(
         request, _next_item, bearer, project_id, bearer.settings.lease_seconds, ahead
     )
@@ -49,8 +52,12 @@ def _next_item(
 ) -> NextOut:
     actor = authenticate_request(db, bearer)
     project = projects.get_visible(db, actor, project_id)
-    out = service.next_item(db, actor, project, lease_seconds, ahead)
-    return out
+    return empty.explain(db, project, service.next_item(db, actor, project, lease_seconds, ahead))
+
+
+def _explain_empty(db: Session, bearer: BearerToken, project_id: int, out: NextOut) -> NextOut:
+    actor = authenticate_request(db, bearer)
+    return empty.explain(db, projects.get_visible(db, actor, project_id), out)
 
 
 @router.post("/leases/{lease_id}/skip", status_code=204)

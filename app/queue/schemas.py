@@ -26,6 +26,9 @@ class AheadOut(BaseModel):
     cycle_id: int | None = None
 
 
+EmptyReason = Literal["others_needed", "cycle_running", "pool_spent", "no_cycle"]
+
+
 class NextOut(BaseModel):
     """What an annotator should do now.
 
@@ -41,3 +44,10 @@ class NextOut(BaseModel):
     cycle_id: int | None = None
     cycle_state: str | None = None
     ahead: AheadOut | None = None
+    # Why the queue is empty for the caller (``queue_empty`` only): ``others_needed``: every
+    # queued item still open wants a label from someone else (``waiting_for_others`` of
+    # them); ``cycle_running``: the worker is preparing the next items; ``pool_spent``:
+    # nothing is left to label or relabel; ``no_cycle``: no cycle is queueing items (an
+    # engineer starts the next one).
+    reason: EmptyReason | None = None
+    waiting_for_others: int | None = None

@@ -104,14 +104,26 @@ export function renderProgress(progress, sessionLabels, meId) {
   $("#progress").replaceChildren(...parts.filter(Boolean));
 }
 
-// Why the queue is empty, from the latest cycle's state, and that nothing needs doing.
-export function emptyDetail(cycleState) {
+// Title and text for a queue_empty answer, from the reason the server gives.
+export function emptyMessage(out) {
   const by = "New items appear here by themselves.";
-  if (cycleState === "created" || cycleState === "training" || cycleState === "scoring") {
-    return `The model is learning from the new labels (${cycleState}). ${by}`;
+  if (out.reason === "others_needed") {
+    const n = out.waiting_for_others ?? 0;
+    const items = n === 1 ? "1 queued item waits" : `${n} queued items wait`;
+    return [
+      "Nothing for you right now",
+      `${items} for a label from someone else (you have labelled or skipped them). ${by}`,
+    ];
   }
-  if (cycleState === "labeling") {
-    return `Every item of this batch is labelled or being labelled by someone else. ${by}`;
+  if (out.reason === "pool_spent") {
+    return ["All done", "Every item of this project is labelled. Thank you!"];
   }
-  return `No cycle is queueing items right now. ${by}`;
+  const state = out.cycle_state;
+  if (out.reason === "cycle_running" || ["created", "training", "scoring"].includes(state)) {
+    return [
+      "Queue empty — the model is learning",
+      `The model is learning from the new labels (${state}). ${by}`,
+    ];
+  }
+  return ["Queue empty — waiting for the next cycle", `No cycle is queueing items right now. ${by}`];
 }

@@ -16,7 +16,7 @@ import {
 } from "./api.js";
 import {
   classKeys,
-  emptyDetail,
+  emptyMessage,
   markSelected,
   renderClassButtons,
   renderProgress,
@@ -185,7 +185,7 @@ async function applyNext(out, now) {
   state.item = null;
   if (out.status === "queue_empty") {
     setPhase("empty");
-    showMessage("Queue empty — waiting for the next cycle", emptyDetail(out.cycle_state));
+    showMessage(...emptyMessage(out));
     state.timer = setTimeout(() => loadNext({ quiet: true }), EMPTY_POLL_MS);
   } else {
     setPhase("spent");

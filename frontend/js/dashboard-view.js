@@ -31,6 +31,11 @@ export function settingsCard(p) {
         `${spec.name ?? "–"} ${spec.input_shape ? `(${spec.input_shape.join("×")})` : ""}`,
       ),
       row("Strategy", h("code", {}, p.strategy)),
+      row("Labels derived by", h("code", { id: "aggregation" }, p.aggregation ?? "majority")),
+      p.kind === "clean"
+        ? row("Scored by", p.crossfit_folds >= 2 ? `${p.crossfit_folds} held-out folds` : "in-sample")
+        : null,
+      p.honeypot_rate ? row("Honeypots", fmtPercent(p.honeypot_rate, 0)) : null,
       row("Batch size", String(p.batch_size)),
       row("Labels per item", String(p.labels_per_item)),
       row(
@@ -224,7 +229,9 @@ export function annotatorsTable(people) {
         {},
         h("th", {}, "Annotator"),
         h("th", { class: "num" }, "Labels"),
-        h("th", { class: "num" }, "Agrees with majority"),
+        h("th", { class: "num", title: "with the other voters' majority" }, "Agrees with others"),
+        h("th", { class: "num", title: "right on items with a gold label" }, "Gold accuracy"),
+        h("th", { class: "num", title: "Dawid–Skene estimate from all votes" }, "Estimated"),
       ),
     ),
     h(
@@ -236,11 +243,18 @@ export function annotatorsTable(people) {
           { "data-annotator-id": a.annotator_id },
           h("td", {}, a.name),
           h("td", { class: "num" }, String(a.labels)),
-          h("td", { class: "num" }, fmtPercent(a.agreement)),
+          h("td", { class: "num" }, measured(a.agreement, a.agreement_items)),
+          h("td", { class: "num" }, measured(a.gold_accuracy, a.gold_items)),
+          h("td", { class: "num" }, fmtPercent(a.estimated_accuracy)),
         ),
       ),
     ),
   );
+}
+
+// A share with its sample size; "not measurable" when nothing was there to measure it on.
+function measured(value, n) {
+  return value == null ? "not measurable" : `${fmtPercent(value)} (n=${n})`;
 }
 
 export function cyclesTable(cycles) {

@@ -146,6 +146,26 @@ def test_waiting_states_queue_empty_budget_spent_and_expired_lease(
     assert "learning" in page.locator("#stage").inner_text()
     assert page.locator(".class-button").first.is_disabled()
     page.unroute(next_url)
+
+    # Items that wait for someone else: the page says so, and how many.
+    page.route(
+        next_url,
+        answer(
+            {
+                "status": "queue_empty",
+                "cycle_id": 9,
+                "cycle_state": "labeling",
+                "reason": "others_needed",
+                "waiting_for_others": 18,
+            }
+        ),
+    )
+    page.reload()
+    wait_phase(page, "empty")
+    assert (
+        "18 queued items wait for a label from someone else" in page.locator("#stage").inner_text()
+    )
+    page.unroute(next_url)
     shown = shown_item(page, timeout=10_000)  # found by the page's own poll
 
     page.route(

@@ -79,6 +79,16 @@ def test_engineer_starts_next_cycle_and_sees_accuracy_and_scores(
 
     names = page.locator("#annotators-table tbody td:first-child").all_inner_texts()
     assert "second-annotator" in names
+    headers = page.locator("#annotators-table thead th").all_inner_texts()
+    assert headers[2:] == ["Agrees with others", "Gold accuracy", "Estimated"]
+    with demo.api() as c:
+        people = call(c, "GET", f"/projects/{pid}/progress")["per_annotator"]
+    # One label per item and no gold in the demo: neither is measurable, and the page says so.
+    assert all(p["agreement"] is None and p["gold_accuracy"] is None for p in people)
+    second = page.locator('#annotators-table tr:has-text("second-annotator") td')
+    assert second.nth(2).inner_text() == "not measurable"
+    assert second.nth(3).inner_text() == "not measurable"
+    assert page.locator("#aggregation").inner_text() == "majority"
     screenshot(page, "dashboard", doc=True)
 
     with page.expect_download() as download:

@@ -132,15 +132,16 @@ def run_fold(
         if result is None:
             result = _train_fold(rt, crossfit, fold, host)
 
-        def record(row: Cycle) -> list[transitions.Task]:
-            progress = dict(row.metrics["crossfit"])
-            progress["done"] = {**progress["done"], str(fold): result}
-            row.metrics = {**row.metrics, "crossfit": progress}
-            complete = len(progress["done"]) == int(progress["folds"])
-            return [(MERGE_TASK, [cycle_id, attempt], TRAIN_QUEUE)] if complete else []
-
-        transitions.change_locked(
-            rt.factory, cycle_id, sender, record, expect=CycleState.scoring, attempt=attempt
+        transitions.record_done(
+            rt.factory,
+            sender,
+            cycle_id,
+            attempt,
+            "crossfit",
+            fold,
+            result,
+            total=int(crossfit["folds"]),
+            then=(MERGE_TASK, [cycle_id, attempt], TRAIN_QUEUE),
         )
     except Exception as exc:
         log.exception("cycle %s fold %d failed", cycle_id, fold)

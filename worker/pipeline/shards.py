@@ -125,15 +125,16 @@ def run_shard(
             }
             log.info("cycle %s shard %d [%d, %d) scored on %s", cycle_id, index, start, stop, host)
 
-        def record(row: Cycle) -> list[transitions.Task]:
-            progress = dict(row.metrics["sharding"])
-            progress["done"] = {**progress["done"], str(index): result}
-            row.metrics = {**row.metrics, "sharding": progress}
-            complete = len(progress["done"]) == len(progress["shards"])
-            return [(MERGE_TASK, [cycle_id, attempt], SCORE_QUEUE)] if complete else []
-
-        transitions.change_locked(
-            rt.factory, cycle_id, sender, record, expect=CycleState.scoring, attempt=attempt
+        transitions.record_done(
+            rt.factory,
+            sender,
+            cycle_id,
+            attempt,
+            "sharding",
+            index,
+            result,
+            total=len(sharding["shards"]),
+            then=(MERGE_TASK, [cycle_id, attempt], SCORE_QUEUE),
         )
     except Exception as exc:
         log.exception("cycle %s shard %d failed", cycle_id, index)

@@ -309,6 +309,32 @@ def change_locked(
         return True
 
 
+def record_done(
+    factory: sessionmaker[Session],
+    sender: TaskSender,
+    cycle_id: int,
+    attempt: int,
+    key: str,
+    index: int,
+    result: dict[str, Any],
+    total: int,
+    then: Task,
+) -> bool:
+    """Record part ``index`` of ``metrics[key]["done"]`` under the row lock, while the cycle
+    is scoring this attempt; the part that completes the set (``total`` parts) sends
+    ``then``. Recording a part twice changes nothing (the map is keyed by index)."""
+
+    def record(row: Cycle) -> list[Task]:
+        progress = dict(row.metrics[key])
+        progress["done"] = {**progress["done"], str(index): result}
+        row.metrics = {**row.metrics, key: progress}
+        return [then] if len(progress["done"]) == total else []
+
+    return change_locked(
+        factory, cycle_id, sender, record, expect=CycleState.scoring, attempt=attempt
+    )
+
+
 def scoring_cycle(factory: sessionmaker[Session], cycle_id: int, attempt: int) -> Cycle | None:
     """The cycle (detached, read-only use) if it is still scoring at ``attempt``, else None."""
     with unit_of_work(factory) as db:
