@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, utcnow
@@ -37,6 +37,8 @@ class Project(Base):
     )
     # Share of each queue given to pool items with a gold label (annotator accuracy).
     honeypot_rate: Mapped[float] = mapped_column(default=0.0, server_default="0")
+    # Stop asking for an item once no label its entry still wants could change its majority.
+    stop_when_decided: Mapped[bool] = mapped_column(default=True, server_default=true())
     seed: Mapped[int] = mapped_column(default=0)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

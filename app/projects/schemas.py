@@ -74,6 +74,12 @@ class _ProjectSettings(BaseModel):
         "annotator's accuracy is measured (default 0).",
     )
 
+    stop_when_decided: bool | None = Field(
+        None,
+        description="With labels_per_item > 1, stop asking for an item once the labels it "
+        "still wants could not change its majority (default true).",
+    )
+
     @field_validator("crossfit_folds")
     @classmethod
     def _folds(cls, folds: int | None) -> int | None:
@@ -142,6 +148,7 @@ class ProjectOut(BaseModel):
     crossfit_folds: int
     aggregation: str
     honeypot_rate: float
+    stop_when_decided: bool
     created_at: datetime
     updated_at: datetime
 

@@ -73,6 +73,7 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
         crossfit_folds=5 if body.crossfit_folds is None else body.crossfit_folds,
         aggregation=body.aggregation or "majority",
         honeypot_rate=body.honeypot_rate or 0.0,
+        stop_when_decided=body.stop_when_decided is not False,
         created_by_id=actor.id,
     )
     db.add(project)

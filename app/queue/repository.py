@@ -234,7 +234,9 @@ _COUNT_LABEL = (
             else_=QueueEntry.state,
         ),
     )
-    .returning(QueueEntry.cycle_id, QueueEntry.state)
+    .returning(
+        QueueEntry.cycle_id, QueueEntry.state, QueueEntry.labels_wanted, QueueEntry.labels_received
+    )
 )
 
 
@@ -242,6 +244,16 @@ def count_label(db: Session, entry_id: int) -> Row[Any]:
     """One label in, one lease closed on the entry, ``done`` when it has the labels it
     wants; returns ``cycle_id`` and ``state`` (after). One statement: it locks the row."""
     return run_plain(db, _COUNT_LABEL, {"entry_id": entry_id}).one()
+
+
+def close_decided(db: Session, entry_id: int) -> None:
+    """The entry wants no more labels: its item's majority is decided."""
+    db.execute(
+        update(QueueEntry)
+        .where(QueueEntry.id == entry_id)
+        .values(labels_wanted=QueueEntry.labels_received, state=QueueState.done),
+        execution_options=_NO_SYNC,
+    )
 
 
 def want_another_label(db: Session, entry_id: int) -> None:

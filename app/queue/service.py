@@ -157,6 +157,7 @@ class Labelled:
     cycle_id: int
     entry_id: int
     entry_done: bool
+    still_wanted: int = 0  # labels the entry wants beyond those it has
 
 
 def take_lease(db: Session, actor: Annotator, item: Item) -> int:
@@ -180,7 +181,8 @@ def take_lease(db: Session, actor: Annotator, item: Item) -> int:
 def record_label(db: Session, entry_id: int) -> Labelled:
     """Count the label on its queue entry (locking it) and free the lease's slot."""
     row = repository.count_label(db, entry_id)
-    return Labelled(row.cycle_id, entry_id, row.state is QueueState.done)
+    done = row.state is QueueState.done
+    return Labelled(row.cycle_id, entry_id, done, row.labels_wanted - row.labels_received)
 
 
 def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) -> Labelled:
@@ -193,6 +195,23 @@ def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) 
         return labelled
     repository.want_another_label(db, labelled.entry_id)
     return Labelled(labelled.cycle_id, labelled.entry_id, entry_done=False)
+
+
+def stop_if_decided(
+    db: Session, project: Project, labelled: Labelled, votes: list[int]
+) -> Labelled:
+    """With ``stop_when_decided``: when the top class leads the runner-up by more votes than
+    the entry still wants, no further label can change the item's majority, so the entry
+    is done now (labels_per_item 3: two agreeing labels settle it; the third is not asked
+    for). ``votes``: every live vote on the item, the new one included."""
+    if labelled.entry_done or not project.stop_when_decided:
+        return labelled
+    counts = sorted(summarise(votes, len(project.classes)).counts, reverse=True)
+    lead = counts[0] - (counts[1] if len(counts) > 1 else 0)
+    if lead <= labelled.still_wanted:
+        return labelled
+    repository.close_decided(db, labelled.entry_id)
+    return Labelled(labelled.cycle_id, labelled.entry_id, entry_done=True)
 
 
 # The budget ``labels_spent`` counts against, read from the row being updated (locked).

@@ -120,6 +120,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         rt.factory,
         inputs,
         ranked,
+        sender=crossfit.celery_sender(),
         scores_sha256=rt.blobs.put(crossfit.scores_bytes(inputs.labelled.ids, scores, probs)),
         metrics=metrics,
         timings=timings,

@@ -113,7 +113,7 @@ def dispatch(
     return transitions.change_locked(
         rt.factory,
         plan.inputs.cycle_id,
-        sender or _celery_sender(),
+        sender or celery_sender(),
         change,
         expect=CycleState.training,
     )
@@ -214,6 +214,7 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
             inputs,
             ranked,
             attempt=attempt,
+            sender=celery_sender(),
             scores_sha256=rt.blobs.put(scores_bytes(inputs.labelled.ids, scores, heldout)),
             metrics=metrics,
             timings=timings,
@@ -268,7 +269,7 @@ def _load_array(rt: Runtime, sha256: str) -> np.ndarray:
     return np.asarray(np.load(io.BytesIO(rt.blobs.get(sha256)), allow_pickle=False))
 
 
-def _celery_sender() -> TaskSender:
+def celery_sender() -> TaskSender:
     # Imported late: the pipeline runs without Celery in tests and benchmarks.
     from app.core.tasks import CelerySender
     from worker.celery_app import celery_app

@@ -63,6 +63,7 @@ class ScoringPlan:
             "labelled_set_hash": inp.labelled_set_hash,
             "test_unlabelled": inp.test_unlabelled,
             "aggregation": inp.aggregation,
+            "labels_spent": inp.labels_spent,
             "plan": {
                 "strategy": self.strategy,
                 "params": self.params,
@@ -115,6 +116,7 @@ class ScoringPlan:
             test_unlabelled=meta.get("test_unlabelled", 0),
             targets=arrays.get("targets"),
             aggregation=meta.get("aggregation", "votes"),
+            labels_spent=meta.get("labels_spent", 0),
         )
         return cls(
             inputs=inputs,

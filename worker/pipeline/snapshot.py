@@ -62,6 +62,7 @@ class CycleInputs:
     # count (Dawid–Skene, CROWDLAB posteriors); None: each item's vote distribution.
     targets: np.ndarray | None = None
     aggregation: str = "votes"  # the method that made ``targets``
+    labels_spent: int = 0  # the project's count when the inputs were read
 
     def training_targets(self) -> np.ndarray:
         """(L, C) float64 soft targets of ``labelled``, rows summing to 1."""
@@ -144,6 +145,7 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
         test_unlabelled=test_unlabelled,
         targets=targets,
         aggregation=used,
+        labels_spent=project.labels_spent,
     )
 
 

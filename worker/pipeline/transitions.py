@@ -97,6 +97,7 @@ def open_cleaning_queue(
     *,
     metrics: dict[str, Any],
     attempt: int | None = None,
+    sender: TaskSender | None = None,
     **fields: Any,
 ) -> bool:
     """Cleaning: atomically ``scoring`` → ``labeling`` and the new ranking queued.
@@ -109,6 +110,8 @@ def open_cleaning_queue(
     neither make an item queued twice nor be missed.
     """
     with unit_of_work(factory) as db:
+        if sender is not None:
+            bind_sender(db, sender)
         query = update(Cycle).where(Cycle.id == inputs.cycle_id, Cycle.state == CycleState.scoring)
         if attempt is not None:
             query = query.where(Cycle.attempts == attempt)
@@ -144,7 +147,21 @@ def open_cleaning_queue(
                 }
             )
         )
+        if sender is not None:
+            _catch_up_refresh(db, project, inputs)
         return True
+
+
+def _catch_up_refresh(db: Session, project: Project, inputs: CycleInputs) -> None:
+    """A re-rank is due every ``finetune_every`` labels, but one asked for while this cycle
+    was training was dropped (one runs at a time). If ``finetune_every`` labels or more came
+    in since this cycle read its inputs, start the next one now, in this transaction."""
+    if not project.finetune_every:
+        return
+    if project.labels_spent - inputs.labels_spent >= project.finetune_every:
+        from app.cycles.service import refresh_cleaning  # the API's rule for starting one
+
+        refresh_cleaning(db, project.id)
 
 
 def _write_entries(
