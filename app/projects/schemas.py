@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
+from worker.ml.spec import ModelSpec
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
 MAX_FOLDS = 50
@@ -107,6 +108,17 @@ class ProjectCreate(_ProjectSettings):
         if len(set(classes)) != len(classes):
             raise ValueError("class names must be unique")
         return classes
+
+    @model_validator(mode="after")
+    def _model_spec_trains(self) -> ProjectCreate:
+        # The worker's own validation (torch-free), so a spec it would refuse when the
+        # cycle runs is refused now, naming the key: hparams, their values and caps.
+        spec = {**self.model_spec.model_dump(), "num_classes": len(self.classes)}
+        try:
+            ModelSpec.from_dict(spec)
+        except ValueError as exc:
+            raise ValueError(f"model_spec: {exc}") from exc
+        return self
 
     @model_validator(mode="after")
     def _strategy_fits_kind(self) -> ProjectCreate:

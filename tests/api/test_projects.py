@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
 from tests.api.helpers import CLASSES, SMALL_CNN, add_member, create_project
-from tests.conftest import Accounts
+from tests.conftest import Accounts, row_counts
 
 
 def test_engineer_creates_gets_lists_and_updates_a_project(
@@ -100,3 +101,28 @@ def test_annotators_cannot_create_projects(app_client: TestClient, accounts: Acc
     )
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "forbidden"
+
+
+def test_model_settings_the_worker_would_refuse_are_refused_at_creation(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    """Issues 15 and 17: hparams are checked by the worker's own (torch-free) validation,
+    with caps, when the project is created; the 422 names the key."""
+    before = row_counts(factory)
+    for hparams, key in (
+        ({"epochs": 10**7}, "epochs"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr": "fast"}, "lr"),
+        ({"lrr": 0.1}, "lrr"),
+        ({"hidden_sizes": [10**9]}, "hidden_sizes"),
+        ({"batch_size": 10**6}, "batch_size"),
+    ):
+        spec = {"name": "mlp", "input_shape": [8], "hparams": hparams}
+        r = app_client.post(
+            "/api/v1/projects",
+            json={"name": "p", "classes": ["a", "b"], "model_spec": spec},
+            headers=accounts.h("engineer"),
+        )
+        assert r.status_code == 422, (hparams, r.text)
+        assert key in r.text, (key, r.text)
+    assert row_counts(factory) == before

@@ -12,10 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.ml.config import (
+    ARCHITECTURE_KEYS,
+    MAX_HIDDEN_LAYERS,
+    MAX_HIDDEN_WIDTH,
+    TrainConfig,
+)
+
+__all__ = ["ARCHITECTURE_KEYS", "MODEL_NAMES", "ModelSpec"]
+
 MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp")
 
-# Keys of ``hparams`` that shape the network rather than its training; TrainConfig ignores them.
-ARCHITECTURE_KEYS: frozenset[str] = frozenset({"dropout", "hidden_sizes"})
 
 DEFAULT_DROPOUT: dict[str, float] = {"small_cnn": 0.5, "resnet18": 0.0, "mlp": 0.5}
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 128)
@@ -95,19 +102,17 @@ class ModelSpec:
             hs = self.hparams["hidden_sizes"]
             if (
                 not isinstance(hs, list | tuple)
-                or not hs
-                or not all(_is_int(h) and h > 0 for h in hs)
+                or not 0 < len(hs) <= MAX_HIDDEN_LAYERS
+                or not all(_is_int(h) and 0 < h <= MAX_HIDDEN_WIDTH for h in hs)
             ):
                 raise ValueError(
-                    f"hparams.hidden_sizes must be a list of positive ints, got {hs!r}"
+                    f"hparams.hidden_sizes must be 1 to {MAX_HIDDEN_LAYERS} ints in "
+                    f"1..{MAX_HIDDEN_WIDTH}, got {hs!r}"
                 )
         try:
             json.dumps(self.hparams, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"hparams must be JSON-serialisable: {exc}") from exc
-        # Imported here: training imports models, which imports this module.
-        from worker.ml.training import TrainConfig
-
         TrainConfig.from_hparams(self.hparams)
 
     @property
