@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image for the API and the worker: `annoloop api`, `annoloop worker`, `annoloop migrate`.
 #   docker build -t annoloop .                                  # CPU-only torch (default)
 #   docker build -t annoloop:cuda --build-arg TORCH_VARIANT=cuda .
