@@ -11,11 +11,14 @@ Scores are the product's (``worker.ml.cleaning.cleaning_scores``, as the worker'
 in ``worker/pipeline/clean.py`` calls them); the model-based selectors train a selector model on
 the noisy votes as soft targets and fine-tune it every ``refresh_every`` relabels
 (``TrainConfig.for_finetuning``), scoring the items it was trained on, as the worker does.
+The ``_oof`` selectors score held-out posteriors of K cross-fitted fold models instead
+(``heldout.py``).
 
 Definitions, all on the N chosen items:
 
 - true majority: ``argmax`` of the full CIFAR-10H counts, the lowest class index on a tie
-  (3 of the 10,000 images are tied), as the reference's ``np.argmax(label_counts, 1)``;
+  (3 of the 10,000 images are tied), as the reference's ``np.argmax(label_counts, 1)``; with
+  ``truth = "labels"`` the data file's true labels instead (``music-clean``, ``music.py``);
 - current majority: the item's votes; tied votes count as wrong (``majority_accuracy``); the
   curve is sampled after each cleaned item, when no item is tied;
 - noise rate eta: fraction of items whose initial vote differs from the true majority.
@@ -43,12 +46,17 @@ from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig, train
 from worker.pipeline.common import SCORE_BATCH
+from worker.sim.heldout import HeldOutModel
 from worker.sim.oracle import CrowdOracle
 from worker.sim.protocol import Arrays, DataSource, cycle_seed, load_arrays
 from worker.sim.record import CycleRecord, RunRecord
 
-MODEL_SELECTORS = ("ce_minus_entropy", "joint")
-SELECTORS = ("random", "oracle", *MODEL_SELECTORS)
+MODEL_SELECTORS = ("ce_minus_entropy", "joint")  # in-sample: the model scores its own items
+# out-of-sample: the same scores on K-fold cross-fitted held-out posteriors (``heldout.py``)
+HELDOUT_SELECTORS = ("ce_minus_entropy_oof", "joint_oof")
+DEFAULT_SELECTORS = ("random", "oracle", *MODEL_SELECTORS)
+SELECTORS = (*DEFAULT_SELECTORS, *HELDOUT_SELECTORS)
+TRUTHS = ("majority", "labels")
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # current counts (N, C) -> scores (N,)
 Asker = Callable[[int], int]  # item position -> one new vote
@@ -65,10 +73,14 @@ class CleaningProtocol:
     ambiguity: float = 0.3  # items above this normalised vote entropy are always included
     subset_seed: int = 0  # which unambiguous items fill N; the same for every run seed
     budget_factor: float = 3.0  # budget = min(budget_factor * eta * N, N) relabels
+    budget: int = 0  # a fixed relabel budget instead (0 = the budget_factor rule)
+    truth: str = "majority"  # the reference: "majority" of all votes or the data's "labels"
     refresh_every: int = 500  # b: relabels between fine-tunes of the selector model
     model: dict[str, Any] = field(default_factory=dict)  # ModelSpecIn of the selector model
     num_classes: int = 10
-    selectors: tuple[str, ...] = SELECTORS
+    folds: int = 5  # K of the out-of-sample selectors' cross-fitting
+    refit: str = "finetune"  # their fold models at a refresh: "finetune" or "retrain"
+    selectors: tuple[str, ...] = DEFAULT_SELECTORS
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def with_overrides(self, **changes: Any) -> CleaningProtocol:
@@ -173,15 +185,22 @@ def draw_labels(dist: np.ndarray, seed: int) -> np.ndarray:
 def cleaning_setup(proto: CleaningProtocol, seed: int, arrays: Arrays) -> CleaningSetup:
     if arrays.counts is None:
         raise ValueError(f"{proto.name}: the data file has no vote counts")
+    if arrays.counts.shape[1] != proto.num_classes:
+        raise ValueError(f"{proto.name}: votes for {arrays.counts.shape[1]} classes")
+    if proto.truth not in TRUTHS:
+        raise ValueError(f"{proto.name}: truth must be one of {list(TRUTHS)}")
     rows = choose_items(arrays.counts, proto.size, proto.ambiguity, proto.subset_seed)
     counts = arrays.counts[rows]
     true_dist = counts / counts.sum(axis=1, keepdims=True)
-    true_major = counts.argmax(axis=1).astype(np.int64)
+    if proto.truth == "labels":
+        true_major = arrays.labels[rows].astype(np.int64)
+    else:
+        true_major = counts.argmax(axis=1).astype(np.int64)
     noisy = draw_labels(tempered(true_dist, proto.temperature), seed)
     initial = np.zeros_like(counts, dtype=np.int64)
     initial[np.arange(len(rows)), noisy] = 1
     eta = float((noisy != true_major).mean())
-    budget = int(min(proto.budget_factor * eta * len(rows), len(rows)))
+    budget = proto.budget or int(min(proto.budget_factor * eta * len(rows), len(rows)))
     return CleaningSetup(rows, true_dist, true_major, initial, eta, budget)
 
 
@@ -305,10 +324,11 @@ def run_cleaning(
     selector: str,
     seed: int,
     arrays: Arrays | None = None,
-    shared: dict[int, dict[str, Any]] | None = None,
+    shared: dict[Any, Any] | None = None,
 ) -> CleaningRun:
-    """One (selector, seed) run. ``shared`` (seed -> model state) caches the first training of
-    the selector model across model-based selectors of the same seed."""
+    """One (selector, seed) run. ``shared`` caches the first training of the selector model
+    across the model-based selectors of one seed: ``shared[seed]`` the in-sample model's state,
+    ``shared[(seed, "heldout")]`` the fold models' states and held-out posteriors."""
     if selector not in SELECTORS:
         raise ValueError(f"unknown selector {selector!r}; choose from {list(SELECTORS)}")
     arrays = arrays if arrays is not None else load_arrays(proto.data)
@@ -316,21 +336,36 @@ def run_cleaning(
     assert arrays.counts is not None  # checked by cleaning_setup
     crowd = CrowdOracle(arrays.labels, arrays.counts, seed)
     t0 = time.perf_counter()
-    model: SelectorModel | None = None
+    model: SelectorModel | HeldOutModel | None = None
+    key: Any = seed
     if selector in MODEL_SELECTORS:
-        state = shared.get(seed) if shared is not None else None
+        state = shared.get(key) if shared is not None else None
         model = SelectorModel(proto, arrays.images[s.rows], seed, state)
+    elif selector in HELDOUT_SELECTORS:
+        key = (seed, "heldout")
+        model = HeldOutModel(
+            proto.model,
+            proto.num_classes,
+            arrays.images[s.rows],
+            seed,
+            folds=proto.folds,
+            refit=proto.refit,
+            first=shared.get(key) if shared is not None else None,
+        )
+    score_name = selector.removesuffix("_oof")
 
     def score(counts: np.ndarray) -> np.ndarray:
         probs = model.posteriors(counts) if model is not None else s.true_dist
-        return cleaning_scores(selector, counts, probs, true_dist=s.true_dist, seed=seed)
+        return cleaning_scores(score_name, counts, probs, true_dist=s.true_dist, seed=seed)
 
     def ask(i: int) -> int:
         return crowd.answer(int(s.rows[i]))
 
     trace, _ = clean_loop(s.initial, s.true_major, s.budget, score, ask, proto.refresh_every)
-    if model is not None and shared is not None and model.initial_state is not None:
-        shared.setdefault(seed, model.initial_state)
+    if isinstance(model, SelectorModel) and shared is not None and model.initial_state is not None:
+        shared.setdefault(key, model.initial_state)
+    if isinstance(model, HeldOutModel) and shared is not None and model.first is not None:
+        shared.setdefault(key, model.first)
     y = np.asarray(trace.correct, np.float64) / len(s.rows)
     timings = {"wall_s": time.perf_counter() - t0}
     if model is not None:
@@ -381,6 +416,24 @@ def summary(runs: Sequence[CleaningRun]) -> dict[str, dict[str, float]]:
             "final_accuracy": float(np.mean([r.accuracy()[-1] for r in group])),
             "seeds": float(len(group)),
         }
+    return out
+
+
+def versus(runs: Sequence[CleaningRun], baseline: str = "random") -> dict[str, dict[str, float]]:
+    """Per selector but ``baseline``: mean / std over seeds of its AUC minus the baseline's
+    AUC on the same seed (same noisy start and answers), for the seeds both ran."""
+    base = {r.seed: r.auc for r in runs if r.selector == baseline}
+    out: dict[str, dict[str, float]] = {}
+    for sel in dict.fromkeys(r.selector for r in runs if r.selector != baseline):
+        diffs = np.array(
+            [r.auc - base[r.seed] for r in runs if r.selector == sel and r.seed in base]
+        )
+        if diffs.size:
+            out[sel] = {
+                "mean": float(diffs.mean()),
+                "std": float(diffs.std()),
+                "seeds": float(diffs.size),
+            }
     return out
 
 

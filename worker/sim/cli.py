@@ -7,18 +7,21 @@
     annoloop simulate --protocol cifar10h-clean-t2 --threads 1 --out clean-t2   # label cleaning
 
 Acquisition protocols: mnist, mnist-fast, tiny. Label-cleaning protocols (direct mode only;
---strategies names the selectors random, oracle, ce_minus_entropy, joint):
-cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast.
+--strategies names the selectors random, oracle, ce_minus_entropy, joint and the out-of-sample
+ce_minus_entropy_oof, joint_oof): cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast,
+music-clean. music-aggregation runs worker.sim.aggregation's study on the music answers.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from worker.sim.api import Server, local_server, run_api
@@ -30,11 +33,16 @@ from worker.sim.cleaning import (
     on_grid,
     run_cleaning,
     summary,
+    versus,
 )
 from worker.sim.direct import run_direct
-from worker.sim.protocol import PROTOCOLS, DataSource, Protocol, load_arrays
+from worker.sim.music import MUSIC, MUSIC_PROTOCOLS
+from worker.sim.protocol import PROTOCOLS, Protocol, data_path, load_arrays
 from worker.sim.record import RunRecord
 from worker.sim.report import curves, plot, write_json
+
+CLEANING = {**CLEANING_PROTOCOLS, **MUSIC_PROTOCOLS}
+AGGREGATION = "music-aggregation"
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -53,7 +61,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--protocol",
-        choices=[*sorted(PROTOCOLS), *sorted(CLEANING_PROTOCOLS)],
+        choices=[*sorted(PROTOCOLS), *sorted(CLEANING), AGGREGATION],
         default="mnist-fast",
     )
     p.add_argument("--mode", choices=["direct", "api"], default="direct")
@@ -77,12 +85,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def protocol_from(args: argparse.Namespace) -> Protocol:
     proto = PROTOCOLS[args.protocol]
-    data = DataSource(args.data, proto.data.images, proto.data.labels, proto.data.counts)
+    data = replace(proto.data, path=args.data) if args.data else None
     return proto.with_overrides(
         strategies=args.strategies,
         seeds=args.seeds,
         cycles=args.cycles,
-        data=data if args.data else None,
+        data=data,
     )
 
 
@@ -118,8 +126,10 @@ def main(argv: Sequence[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.protocol in CLEANING_PROTOCOLS:
+    if args.protocol in CLEANING:
         return main_cleaning(args)
+    if args.protocol == AGGREGATION:
+        return main_aggregation(args)
     proto = protocol_from(args)
     args.out.mkdir(parents=True, exist_ok=True)
     arrays = load_arrays(proto.data)
@@ -160,11 +170,9 @@ def cleaning_protocol_from(args: argparse.Namespace) -> CleaningProtocol:
     unknown = set(args.strategies or ()) - set(SELECTORS)
     if unknown:
         raise SystemExit(f"unknown selectors {sorted(unknown)}; choose from {list(SELECTORS)}")
-    proto = CLEANING_PROTOCOLS[args.protocol]
-    data = DataSource(args.data, proto.data.images, proto.data.labels, proto.data.counts)
-    return proto.with_overrides(
-        selectors=args.strategies, seeds=args.seeds, data=data if args.data else None
-    )
+    proto = CLEANING[args.protocol]
+    data = replace(proto.data, path=args.data) if args.data else None
+    return proto.with_overrides(selectors=args.strategies, seeds=args.seeds, data=data)
 
 
 def write_cleaning(
@@ -176,6 +184,7 @@ def write_cleaning(
         "noise_rate": {str(k): v for k, v in noise.items()},
         "budget": {str(r.seed): r.budget for r in runs},
         "auc": summary(runs),
+        "auc_minus_random": versus(runs),
         "curves": curves(on_grid(runs)),
         "runs": [r.to_json() for r in runs],
     }
@@ -196,13 +205,18 @@ def main_cleaning(args: argparse.Namespace) -> int:
         "ambiguity": proto.ambiguity,
         "subset_seed": proto.subset_seed,
         "budget_factor": proto.budget_factor,
+        "fixed_budget": proto.budget,
+        "truth": proto.truth,
         "refresh_every": proto.refresh_every,
         "model": proto.model,
+        "folds": proto.folds,
+        "refit": proto.refit,
+        "data": proto.data.path,
     }
     runs: list[CleaningRun] = []
     t0 = time.perf_counter()
     for seed in proto.seeds:
-        shared: dict[int, dict[str, object]] = {}
+        shared: dict[object, object] = {}
         for selector in proto.selectors:
             run = run_cleaning(proto, selector, seed, arrays, shared)
             runs.append(run)
@@ -233,5 +247,50 @@ def main_cleaning(args: argparse.Namespace) -> int:
         print(f"realised noise rate, seed {seed}: {eta:.4f} (T={proto.temperature:g})")
     for selector, area in summary(runs).items():
         print(f"AUC {selector}: {area['mean']:.4f} ± {area['std']:.4f}")
+    for selector, diff in versus(runs).items():
+        print(f"AUC {selector} - random, paired by seed: {diff['mean']:+.4f} ± {diff['std']:.4f}")
     print(f"wrote {args.out}/results.json, cleaning.png, cleaning.svg")
     return 0
+
+
+def main_aggregation(args: argparse.Namespace) -> int:
+    """``worker.sim.aggregation.run_aggregation_study`` on the music answers: results.json and
+    results.md (``format_markdown``) in ``--out``, the markdown printed."""
+    if args.mode != "direct" or args.url or args.cycles is not None or args.resume:
+        raise SystemExit(f"{AGGREGATION} runs in direct mode only, without --cycles or --resume")
+    try:
+        study = importlib.import_module("worker.sim.aggregation")
+    except ModuleNotFoundError as exc:
+        if exc.name != "worker.sim.aggregation":
+            raise
+        raise SystemExit(
+            f"{AGGREGATION} needs worker/sim/aggregation.py, which is missing"
+        ) from exc
+    path = data_path(args.data or MUSIC.path)
+    seeds = list(args.seeds) if args.seeds is not None else [0, 1, 2]
+    t0 = time.perf_counter()
+    result = study.run_aggregation_study(path, seeds)
+    markdown = str(study.format_markdown(result))
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "meta": {
+            "protocol": AGGREGATION,
+            "data": str(path),
+            "seeds": seeds,
+            "wall_s": time.perf_counter() - t0,
+        },
+        "result": result,
+    }
+    (args.out / "results.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
+    (args.out / "results.md").write_text(markdown + "\n")
+    print(markdown)
+    print(f"wrote {args.out}/results.json, results.md")
+    return 0
+
+
+def _jsonable(value: object) -> object:
+    """numpy scalars and arrays in a study's result, for ``json.dumps``."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")

@@ -25,6 +25,10 @@ class DataSource:
     images: str = "images"  # uint8, (N, H, W) or (N, H, W, 3)
     labels: str = "labels"  # (N,) true class
     counts: str | None = None  # (N, C) crowd votes, for the crowd oracle (e.g. CIFAR-10H)
+    # ``counts`` names (N, W) answers instead: the class annotator w gave item i, -1 for none;
+    # they are tallied into (N, C) votes, C = the highest class in answers or labels + 1
+    answers: bool = False
+    standardise: bool = False  # float features: subtract each column's mean, divide by its std
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,32 @@ def load_arrays(source: DataSource) -> Arrays:
     else:
         with np.load(data_path(source.path)) as npz:
             data = {k: npz[k] for k in npz.files}
+    labels = data[source.labels].astype(np.int64)
     counts = data[source.counts].astype(np.int64) if source.counts else None
-    return Arrays(data[source.images], data[source.labels].astype(np.int64), counts)
+    if counts is not None and source.answers:
+        counts = tally(counts, int(max(counts.max(), labels.max())) + 1)
+    images = data[source.images]
+    if source.standardise:
+        images = standardised(images)
+    return Arrays(images, labels, counts)
+
+
+def tally(answers: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, W) per-annotator classes, -1 = no answer -> (N, C) int64 vote counts."""
+    answers = np.asarray(answers, dtype=np.int64)
+    if answers.min() < -1 or answers.max() >= num_classes:
+        raise ValueError(f"answers must lie in [-1, {num_classes})")
+    counts = np.zeros((len(answers), num_classes), dtype=np.int64)
+    rows, workers = np.nonzero(answers >= 0)
+    np.add.at(counts, (rows, answers[rows, workers]), 1)
+    return counts
+
+
+def standardised(features: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D) float32, each column at mean 0 and std 1 (constant columns at 0)."""
+    x = np.asarray(features, dtype=np.float64)
+    std = x.std(axis=0)
+    return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 @dataclass(frozen=True)
