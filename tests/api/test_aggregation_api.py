@@ -9,9 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.annotations.models import Annotation
+from app.core.enums import CycleState, ProjectKind
 from app.cycles.models import Cycle
 from tests.api.helpers import create_project, open_batch, upload_png
 from tests.conftest import Accounts, row_counts
+from worker.pipeline.crossfit import scores_bytes
 from worker.pipeline.snapshot import load_inputs
 
 
@@ -192,3 +194,30 @@ def test_training_targets_follow_the_aggregation_model(
     i2 = ds.labelled.ids.index(ids["i2"])
     assert ds.targets[i2].tolist() == [1.0, 0.0, 0.0]  # gold trains as itself
     assert ds.counts.tolist() == votes.counts.tolist()  # the votes themselves are unchanged
+
+
+def test_crowdlab_reads_the_last_cleaning_cycles_held_out_probabilities(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    pid, ids = _imported(app_client, accounts, kind="clean", aggregation="crowdlab")
+    blobs = app_client.app.state.blobs  # type: ignore[attr-defined]
+    voted = sorted(ids[e] for e in ("i0", "i1", "i2", "i4", "i5"))
+    # Held-out probabilities as a cleaning merge stores them: the model favours class 2.
+    probs = np.tile([0.1, 0.1, 0.8], (len(voted), 1))
+    sha = blobs.put(scores_bytes(voted, np.zeros(len(voted)), probs))
+    with factory() as db:
+        cycle = Cycle(project_id=pid, number=1, kind=ProjectKind.clean,
+                      state=CycleState.completed, strategy="ce_minus_entropy", params={},
+                      seed=0, batch_size=2, scores_sha256=sha)  # fmt: skip
+        db.add(cycle)
+        db.commit()
+        with_model = load_inputs(db, cycle, blobs)
+        without = load_inputs(db, cycle)
+    assert with_model.aggregation == "crowdlab"
+    assert without.aggregation == "dawid_skene"  # no blob store: said, not hidden
+    assert with_model.targets is not None
+    np.testing.assert_allclose(with_model.targets.sum(axis=1), 1.0)
+    rows = _export(app_client, accounts, pid)
+    assert {r["method"] for r in rows.values()} == {"crowdlab"}
+    # The 1-1 tie on i1 (0 vs 2) goes to the class the model favours.
+    assert rows["i1"]["class_index"] == 2

@@ -37,7 +37,7 @@ def run_acquire_cycle(rt: Runtime, cycle_id: int, sender: TaskSender | None = No
 
     ``sender`` sends the shard tasks of a sharded cycle (default: the worker's Celery app).
     """
-    inputs = transitions.claim(rt.factory, cycle_id)
+    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs)
     if inputs is None:
         return "nothing to do"
     try:

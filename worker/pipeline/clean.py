@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def run_clean_cycle(rt: Runtime, cycle_id: int) -> str:
-    inputs = transitions.claim(rt.factory, cycle_id)
+    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs)
     if inputs is None:
         return "nothing to do"
     try:

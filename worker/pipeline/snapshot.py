@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.annotations.derived import derive
 from app.annotations.models import Annotation
+from app.core.blobs import BlobStore
 from app.core.enums import LabelSource, ProjectKind, QueueState, Split
 from app.cycles.models import Cycle
 from app.gold import repository as gold_labels
@@ -72,7 +73,7 @@ class CycleInputs:
         return counts / counts.sum(axis=1, keepdims=True)
 
 
-def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
+def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> CycleInputs:
     project = db.get(Project, cycle.project_id)
     assert project is not None
     num_classes = len(project.classes)
@@ -124,7 +125,7 @@ def load_inputs(db: Session, cycle: Cycle) -> CycleInputs:
     )
     spec = dict(project.model_spec)
     spec["num_classes"] = num_classes
-    targets, used = _posterior_targets(db, project, labelled.ids, count_matrix, set(gold))
+    targets, used = _posterior_targets(db, project, labelled.ids, count_matrix, set(gold), blobs)
     return CycleInputs(
         cycle_id=cycle.id,
         project_id=project.id,
@@ -153,15 +154,20 @@ MODEL_BASED = ("dawid_skene", "crowdlab")
 
 
 def _posterior_targets(
-    db: Session, project: Project, item_ids: list[int], counts: np.ndarray, gold: set[int]
+    db: Session,
+    project: Project,
+    item_ids: list[int],
+    counts: np.ndarray,
+    gold: set[int],
+    blobs: BlobStore | None,
 ) -> tuple[np.ndarray | None, str]:
     """The aggregation model's posterior per labelled item, when it is model-based; a gold
-    item keeps its gold row (``counts`` holds it one-hot). CROWDLAB needs held-out model
-    probabilities, which the worker reads only when scoring, so here Dawid–Skene stands in
-    (the returned method says so)."""
+    item keeps its gold row (``counts`` holds it one-hot). CROWDLAB reads the last cleaning
+    cycle's held-out probabilities from ``blobs``; without them Dawid–Skene stands in (the
+    returned method says so)."""
     if project.aggregation not in MODEL_BASED or not item_ids:
         return None, "votes"
-    derived = derive(db, project, None, project.aggregation)
+    derived = derive(db, project, blobs, project.aggregation)
     out = counts.astype(np.float64) / counts.sum(axis=1, keepdims=True)
     for n, item_id in enumerate(item_ids):
         row = None if item_id in gold else derived.row(item_id)

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.annotations.models import Annotation
+from app.core.blobs import BlobStore
 from app.core.db import unit_of_work, utcnow
 from app.core.enums import CycleState, LabelSource, LeaseOutcome, QueueState, Split
 from app.core.tasks import TaskSender, bind_sender, send_after_commit
@@ -29,8 +30,11 @@ from worker.pipeline.snapshot import CycleInputs, load_inputs
 RUNNING = (CycleState.created, CycleState.training, CycleState.scoring)
 
 
-def claim(factory: sessionmaker[Session], cycle_id: int) -> CycleInputs | None:
-    """Move the cycle to ``training`` and snapshot its inputs; None if it needs no work."""
+def claim(
+    factory: sessionmaker[Session], cycle_id: int, blobs: BlobStore | None = None
+) -> CycleInputs | None:
+    """Move the cycle to ``training`` and snapshot its inputs; None if it needs no work.
+    ``blobs``: where CROWDLAB targets find the last cycle's held-out probabilities."""
     with unit_of_work(factory) as db:
         cycle = db.scalar(select(Cycle).where(Cycle.id == cycle_id).with_for_update())
         if cycle is None or cycle.state not in RUNNING:
@@ -39,7 +43,7 @@ def claim(factory: sessionmaker[Session], cycle_id: int) -> CycleInputs | None:
         cycle.attempts += 1
         cycle.started_at = utcnow()
         cycle.error = None
-        inputs = load_inputs(db, cycle)
+        inputs = load_inputs(db, cycle, blobs)
         cycle.labelled_set_hash = inputs.labelled_set_hash
         return inputs
 
