@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 _ROOTS = (
     os.environ.get("ANNOLOOP_SHARED_DATA", ""),
     str(REPO.parent / "shared" / "data"),
-    "/work/shared/data",
 )
 
 

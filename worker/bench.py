@@ -9,9 +9,10 @@ check fails, unless ``--no-fail``. ``--quick`` is a small CI smoke run: exactnes
 structure are judged, timings are printed but marked SMOKE (small pools are dominated by
 per-call overheads and CI machines are noisy).
 
-Data: ``mnist10k.npz`` / ``cifar10h.npz`` from ``--data-dir`` (default ``$ANNOLOOP_BENCH_DATA`` or
-``/work/shared/data``); seeded random images stand in when a file is missing (stated in the
-output). Models are ``build_model`` (small CNN, ResNet-18) with seed-0 random weights.
+Data: ``mnist10k.npz`` / ``cifar10h.npz`` from ``--data-dir`` (default ``$ANNOLOOP_BENCH_DATA``
+or ``shared/data`` beside the checkout); seeded random images stand in when a file is missing
+(stated in the output). Models are ``build_model`` (small CNN, ResNet-18) with seed-0 random
+weights.
 """
 
 from __future__ import annotations
@@ -579,7 +580,8 @@ def _print_table(rows: list[Row]) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    data_dir = Path(args.data_dir or os.environ.get("ANNOLOOP_BENCH_DATA", "/work/shared/data"))
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout
+    data_dir = Path(args.data_dir or os.environ.get("ANNOLOOP_BENCH_DATA", default))
     device = torch.device(args.device)
     if args.quick:
         return Config(

@@ -11,7 +11,7 @@ from app.annotations.schemas import AnnotationCreate, AnnotationOut, ImportResul
 from app.core.errors import DomainError
 from app.core.ids import IdPath, IdQuery
 from app.core.pagination import Page, decode_cursor, encode_cursor
-from app.core.rows import ROWS_BODY, parse_rows
+from app.core.rows import ROWS_BODY, parse_rows, raw_body
 from app.deps import (
     Bearer,
     BearerToken,
@@ -27,11 +27,6 @@ from app.projects import service as projects
 
 router = APIRouter(tags=["annotations"])
 _rows = TypeAdapter(list[ImportRow])
-
-
-async def _raw_body(request: Request) -> bytes:
-    # Read in the event loop so that the route itself can stay synchronous (DB work in a thread).
-    return await request.body()
 
 
 @router.post(
@@ -97,7 +92,7 @@ def list_annotations(
 )
 def import_annotations(
     project_id: IdPath,
-    raw: Annotated[bytes, Depends(_raw_body)],
+    raw: Annotated[bytes, Depends(raw_body)],
     request: Request,
     db: DbSession,
     actor: Engineer,

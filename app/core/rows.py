@@ -7,6 +7,7 @@ import io
 import json
 from typing import Any, TypeVar
 
+from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import BadRequest, Unprocessable
@@ -23,6 +24,12 @@ ROWS_BODY: dict[str, Any] = {
         "required": True,
     }
 }
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request body, read in the event loop so that the route itself can stay synchronous
+    (its database work runs in a thread)."""
+    return await request.body()
 
 
 def parse_rows(

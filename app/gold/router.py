@@ -7,7 +7,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from app.core.ids import IdPath
-from app.core.rows import ROWS_BODY, parse_rows
+from app.core.rows import ROWS_BODY, parse_rows, raw_body
 from app.deps import DbSession, Engineer
 from app.gold import service
 from app.gold.models import GoldLabel
@@ -18,10 +18,6 @@ router = APIRouter(tags=["gold"])
 _rows = TypeAdapter(list[GoldRow])
 
 
-async def _raw_body(request: Request) -> bytes:
-    return await request.body()
-
-
 @router.post(
     "/projects/{project_id}/gold:import",
     response_model=GoldImportResult,
@@ -29,7 +25,7 @@ async def _raw_body(request: Request) -> bytes:
 )
 def import_gold(
     project_id: IdPath,
-    raw: Annotated[bytes, Depends(_raw_body)],
+    raw: Annotated[bytes, Depends(raw_body)],
     request: Request,
     db: DbSession,
     actor: Engineer,

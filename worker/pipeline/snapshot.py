@@ -203,7 +203,6 @@ def _labels_remaining(db: Session, project: Project) -> int | None:
 @dataclass(frozen=True)
 class CleaningState:
     cleaned: set[int]  # items whose relabelling finished: never picked again
-    in_queue: set[int]  # items queued now (still being relabelled)
     previous_checkpoint: str | None  # the last model of this project, to fine-tune from
     previous_crossfit: dict[str, Any] | None  # its fold models (``metrics["crossfit"]``)
 
@@ -227,7 +226,6 @@ def load_cleaning_state(db: Session, cycle: Cycle) -> CleaningState:
     crossfit = (previous.metrics or {}).get("crossfit") if previous is not None else None
     return CleaningState(
         cleaned={i for i, state in entries if state is QueueState.done},
-        in_queue={i for i, state in entries if state is QueueState.open},
         previous_checkpoint=previous.checkpoint_sha256 if previous is not None else None,
         previous_crossfit=crossfit if crossfit and crossfit.get("done") else None,
     )
