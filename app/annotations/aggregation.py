@@ -348,7 +348,46 @@ def _crowdlab_fit(
     return _CrowdlabFit(posterior, float(model_weight), annotator_weight)
 
 
-def _crowdlab(votes: _Votes, probs: np.ndarray, seed: int) -> Aggregate:
+@dataclass(frozen=True)
+class CrowdlabConsensus:
+    """CROWDLAB's consensus and the weights behind it (what ActiveLab scores build on)."""
+
+    label: np.ndarray  # (N,) int64 consensus, -1 for items without votes
+    posterior: np.ndarray  # (N, C) posterior rebuilt on ``label``; uniform without votes
+    model_weight: float
+    annotator_weight: np.ndarray  # (A,) NaN for annotators without votes
+
+
+def crowdlab_consensus(
+    items: np.ndarray,
+    annotators: np.ndarray,
+    classes: np.ndarray,
+    *,
+    num_items: int,
+    num_annotators: int,
+    num_classes: int,
+    model_probs: np.ndarray,
+    seed: int = 0,
+) -> CrowdlabConsensus:
+    """``aggregate("crowdlab", ...)``'s consensus with its model and annotator weights."""
+    votes = _votes(items, annotators, classes, num_items, num_annotators, num_classes)
+    probs = _model_probs(model_probs, num_items, num_classes)
+    consensus, final, active = _crowdlab_consensus(votes, probs, seed)
+    posterior = np.full((num_items, num_classes), 1.0 / num_classes)
+    posterior[votes.voted] = final.posterior[votes.voted]
+    weights = np.where(active, final.annotator_weight, np.nan)
+    return CrowdlabConsensus(
+        np.where(votes.voted, consensus, -1).astype(np.int64),
+        posterior,
+        final.model_weight,
+        weights,
+    )
+
+
+def _crowdlab_consensus(
+    votes: _Votes, probs: np.ndarray, seed: int
+) -> tuple[np.ndarray, _CrowdlabFit, np.ndarray]:
+    """(consensus, the fit rebuilt on it, which annotators voted)."""
     n, a, c = votes.num_items, votes.num_annotators, votes.num_classes
     if c < 2:
         raise ValueError("crowdlab needs num_classes >= 2")
@@ -376,6 +415,13 @@ def _crowdlab(votes: _Votes, probs: np.ndarray, seed: int) -> Aggregate:
     best = _narrow(np.ones((n, c), dtype=bool), first.posterior)
     consensus = np.where(best.sum(axis=1) == 1, best.argmax(axis=1), majority)
     final = _crowdlab_fit(votes, probs, consensus, peer_agreement)
+    return consensus, final, active
+
+
+def _crowdlab(votes: _Votes, probs: np.ndarray, seed: int) -> Aggregate:
+    n, a, c = votes.num_items, votes.num_annotators, votes.num_classes
+    consensus, final, active = _crowdlab_consensus(votes, probs, seed)
+    multi = votes.totals >= 2
 
     # Annotator quality: the posterior's mean support for the annotator's labels, blended with
     # agreement with the consensus on shared items, by the model's share of the total weight.

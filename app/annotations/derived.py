@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.annotations.aggregation import aggregate
+from app.annotations.confidence import mean_vote_accuracy
 from app.annotations.models import Annotation
 from app.core.blobs import BlobStore
 from app.core.enums import ProjectKind
@@ -89,6 +90,35 @@ def derive(
 
 
 MODEL_AWARE = ("majority_tiebreak", "crowdlab")
+
+
+def vote_accuracy(db: Session, project: Project) -> float:
+    """How often a vote of this project is right, as Dawid–Skene estimates it (annotators'
+    accuracies weighted by their votes); NaN until some item has two votes, without which
+    the annotators' accuracies cannot be told from the class priors."""
+    live = (Annotation.project_id == project.id, Annotation.retracted_at.is_(None))
+    shared = db.scalar(
+        select(Annotation.item_id)
+        .where(*live)
+        .group_by(Annotation.item_id)
+        .having(func.count(Annotation.id) >= 2)
+        .limit(1)
+    )
+    if shared is None:
+        return float("nan")
+    derived = derive(db, project, None, "dawid_skene")
+    per_annotator = {
+        int(a): int(n)
+        for a, n in db.execute(
+            select(Annotation.annotator_id, func.count(Annotation.id))
+            .where(*live)
+            .group_by(Annotation.annotator_id)
+        )
+    }
+    if derived.annotator_accuracy is None:
+        return float("nan")
+    votes = np.asarray([per_annotator.get(a, 0) for a in derived.annotator_ids], np.float64)
+    return mean_vote_accuracy(derived.annotator_accuracy, votes)
 
 
 def _compute(

@@ -85,7 +85,7 @@ def submit(
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled") from exc
     if project.kind is ProjectKind.clean:
         labelled = queue.settle(db, project, labelled, repository.live_votes(db, item.id))
-    elif not labelled.entry_done and project.stop_when_decided:
+    elif not labelled.entry_done and (project.stop_when_decided or labelled.stop_lead):
         labelled = queue.stop_if_decided(db, project, labelled, repository.live_votes(db, item.id))
     queue.spend_budget(db, project)
     if labelled.entry_done and not cycle_repo.has_open_entry(db, project.id, labelled.cycle_id):

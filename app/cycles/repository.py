@@ -43,6 +43,11 @@ def get_by_id(db: Session, cycle_id: int) -> Cycle | None:
     return db.get(Cycle, cycle_id)
 
 
+def strategy_of(db: Session, cycle_id: int) -> str | None:
+    strategy: str | None = db.scalar(select(Cycle.strategy).where(Cycle.id == cycle_id))
+    return strategy
+
+
 def labelled_pool_items(db: Session, project_id: int) -> int:
     """Pool items with at least one live vote: what a cleaning cycle's folds split."""
     stmt = (

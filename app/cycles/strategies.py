@@ -18,4 +18,7 @@ ACQUISITION_STRATEGIES = frozenset(
         "dispersion",
     }
 )
-CLEANING_STRATEGIES = frozenset({"ce_minus_entropy", "joint", "random"})
+# ActiveLab (``worker/ml/activelab.py``): a cleaning project's queue mixes unlabelled pool
+# items with relabels, one label per entry, ranked together.
+MIXED_QUEUE_STRATEGY = "activelab"
+CLEANING_STRATEGIES = frozenset({"ce_minus_entropy", "joint", "random", MIXED_QUEUE_STRATEGY})

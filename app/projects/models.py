@@ -39,6 +39,9 @@ class Project(Base):
     honeypot_rate: Mapped[float] = mapped_column(default=0.0, server_default="0")
     # Stop asking for an item once no label its entry still wants could change its majority.
     stop_when_decided: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # Adaptive labels per item: stop asking once an item's top class has this one-coin
+    # posterior (``app.annotations.confidence``); None = labels_per_item labels.
+    confidence_target: Mapped[float | None]
     seed: Mapped[int] = mapped_column(default=0)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

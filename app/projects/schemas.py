@@ -81,6 +81,15 @@ class _ProjectSettings(BaseModel):
         "still wants could not change its majority (default true).",
     )
 
+    confidence_target: float | None = Field(
+        None,
+        gt=0.5,
+        le=0.999,
+        description="With labels_per_item > 1, stop asking for an item once its top class "
+        "reaches this posterior under the one-coin model, with the annotators' accuracy "
+        "as Dawid–Skene estimates it from the votes so far (default: off).",
+    )
+
     @field_validator("crossfit_folds")
     @classmethod
     def _folds(cls, folds: int | None) -> int | None:
@@ -161,6 +170,7 @@ class ProjectOut(BaseModel):
     aggregation: str
     honeypot_rate: float
     stop_when_decided: bool
+    confidence_target: float | None
     created_at: datetime
     updated_at: datetime
 

@@ -74,6 +74,7 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
         aggregation=body.aggregation or "majority",
         honeypot_rate=body.honeypot_rate or 0.0,
         stop_when_decided=body.stop_when_decided is not False,
+        confidence_target=body.confidence_target,
         created_by_id=actor.id,
     )
     db.add(project)
@@ -81,6 +82,10 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
     db.add(ProjectMember(project_id=project.id, annotator_id=actor.id))
     db.flush()
     return project
+
+
+# Settings where an explicit null means "off", not "leave as it is".
+NULLABLE_SETTINGS = ("label_budget", "relabel_budget", "finetune_every", "confidence_target")
 
 
 def update(db: Session, project: Project, body: ProjectUpdate) -> Project:
@@ -94,7 +99,7 @@ def update(db: Session, project: Project, body: ProjectUpdate) -> Project:
         except ValueError as exc:
             raise Unprocessable(str(exc), code="unknown_strategy") from exc
     for key, value in changes.items():
-        if value is None and key not in ("label_budget", "relabel_budget", "finetune_every"):
+        if value is None and key not in NULLABLE_SETTINGS:
             continue
         setattr(project, key, value)
     db.flush()

@@ -28,6 +28,9 @@ class QueueEntry(Base):
     rank: Mapped[int]
     score: Mapped[float | None] = mapped_column(Float)
     labels_wanted: Mapped[int]
+    # Adaptive labels per item: the entry is done once its item's top class leads the
+    # runner-up by this many votes (``app.annotations.confidence``); None = no such rule.
+    stop_lead: Mapped[int | None]
     # Kept on the row (not counted from other tables) so that "is a slot free?" is decided
     # on the row a transaction has locked: FOR UPDATE re-checks it, a subquery would not.
     labels_received: Mapped[int] = mapped_column(default=0)

@@ -235,7 +235,11 @@ _COUNT_LABEL = (
         ),
     )
     .returning(
-        QueueEntry.cycle_id, QueueEntry.state, QueueEntry.labels_wanted, QueueEntry.labels_received
+        QueueEntry.cycle_id,
+        QueueEntry.state,
+        QueueEntry.labels_wanted,
+        QueueEntry.labels_received,
+        QueueEntry.stop_lead,
     )
 )
 

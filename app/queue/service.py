@@ -24,6 +24,7 @@ from app.core.db import run_plain, utcnow
 from app.core.enums import CycleState, LeaseOutcome, ProjectKind, QueueState
 from app.core.errors import Conflict, NotFound
 from app.cycles import repository as cycles
+from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from app.items.models import Item
 from app.items.schemas import ItemOut
 from app.projects.models import Project
@@ -158,6 +159,7 @@ class Labelled:
     entry_id: int
     entry_done: bool
     still_wanted: int = 0  # labels the entry wants beyond those it has
+    stop_lead: int | None = None  # the entry's confident lead (``QueueEntry.stop_lead``)
 
 
 def take_lease(db: Session, actor: Annotator, item: Item) -> int:
@@ -182,14 +184,21 @@ def record_label(db: Session, entry_id: int) -> Labelled:
     """Count the label on its queue entry (locking it) and free the lease's slot."""
     row = repository.count_label(db, entry_id)
     done = row.state is QueueState.done
-    return Labelled(row.cycle_id, entry_id, done, row.labels_wanted - row.labels_received)
+    return Labelled(
+        row.cycle_id, entry_id, done, row.labels_wanted - row.labels_received, row.stop_lead
+    )
 
 
 def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) -> Labelled:
     """When cleaning, an item stays queued, one more label at a time, until its votes have a
     strict majority (the top class has more votes than any other), as in the reference
-    protocol. ``votes``: every live vote on the item, the new one included."""
+    protocol. ``votes``: every live vote on the item, the new one included. ActiveLab's
+    mixed queue asks for one label per entry: its next ranking decides whether another
+    follows."""
     if project.kind is not ProjectKind.clean:
+        return labelled
+    # The cycle's strategy, not the project's: a cycle may be started with another.
+    if cycles.strategy_of(db, labelled.cycle_id) == MIXED_QUEUE_STRATEGY:
         return labelled
     if summarise(votes, len(project.classes)).majority is not None:
         return labelled
@@ -200,15 +209,19 @@ def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) 
 def stop_if_decided(
     db: Session, project: Project, labelled: Labelled, votes: list[int]
 ) -> Labelled:
-    """With ``stop_when_decided``: when the top class leads the runner-up by more votes than
-    the entry still wants, no further label can change the item's majority, so the entry
-    is done now (labels_per_item 3: two agreeing labels settle it; the third is not asked
-    for). ``votes``: every live vote on the item, the new one included."""
-    if labelled.entry_done or not project.stop_when_decided:
+    """The entry is done early when, with ``stop_when_decided``, the top class leads the
+    runner-up by more votes than the entry still wants (no further label can change the
+    item's majority: labels_per_item 3, two agreeing labels settle it), or when the lead
+    reaches the entry's ``stop_lead`` (its posterior is confident enough:
+    ``app.annotations.confidence``). ``votes``: every live vote on the item, the new one
+    included."""
+    if labelled.entry_done or not (project.stop_when_decided or labelled.stop_lead):
         return labelled
     counts = sorted(summarise(votes, len(project.classes)).counts, reverse=True)
     lead = counts[0] - (counts[1] if len(counts) > 1 else 0)
-    if lead <= labelled.still_wanted:
+    decided = project.stop_when_decided and lead > labelled.still_wanted
+    confident = labelled.stop_lead is not None and lead >= labelled.stop_lead
+    if not (decided or confident):
         return labelled
     repository.close_decided(db, labelled.entry_id)
     return Labelled(labelled.cycle_id, labelled.entry_id, entry_done=True)

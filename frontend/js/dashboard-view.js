@@ -37,7 +37,12 @@ export function settingsCard(p) {
         : null,
       p.honeypot_rate ? row("Honeypots", fmtPercent(p.honeypot_rate, 0)) : null,
       row("Batch size", String(p.batch_size)),
-      row("Labels per item", String(p.labels_per_item)),
+      row(
+        "Labels per item",
+        p.confidence_target
+          ? `up to ${p.labels_per_item}, until ${fmtPercent(p.confidence_target, 1)} sure`
+          : String(p.labels_per_item),
+      ),
       row(
         "Label budget",
         p.label_budget == null

@@ -31,7 +31,7 @@ const STRATEGIES = {
     "entropy_gradnorm",
     "dispersion",
   ],
-  clean: ["ce_minus_entropy", "joint", "random"],
+  clean: ["ce_minus_entropy", "joint", "random", "activelab"],
 };
 
 const user = requireSignIn();

@@ -77,6 +77,8 @@ def open_batch(
     project_id: int,
     item_ids: list[int],
     labels_wanted: int = 1,
+    stop_lead: int | None = None,
+    strategy: str = "random",
 ) -> int:
     """Put a cycle in ``labeling`` with these items queued, as the worker would leave it."""
     with factory() as db:
@@ -88,7 +90,7 @@ def open_batch(
             number=number,
             kind=ProjectKind.acquire,
             state=CycleState.labeling,
-            strategy="random",
+            strategy=strategy,
             params={},
             seed=0,
             batch_size=len(item_ids),
@@ -103,6 +105,7 @@ def open_batch(
                 rank=rank,
                 score=float(len(item_ids) - rank),
                 labels_wanted=labels_wanted,
+                stop_lead=stop_lead,
             )
             for rank, item_id in enumerate(item_ids)
         )

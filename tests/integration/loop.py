@@ -92,9 +92,12 @@ def noisy_cleaning_project(
     batch_size: int,
     relabel_budget: int,
     finetune_every: int,
+    strategy: str = "ce_minus_entropy",
+    imported: int | None = None,
 ) -> int:
     """A cleaning project holding ``images`` as pool items ``m0``, ``m1``, … with the noisy
-    labels imported from one "crowd" annotator, and ``people`` as members; returns its id."""
+    labels of the first ``imported`` (default all) imported from one "crowd" annotator, and
+    ``people`` as members; returns its id."""
     r = client.post(
         "/api/v1/projects",
         json={
@@ -109,6 +112,7 @@ def noisy_cleaning_project(
             "batch_size": batch_size,
             "relabel_budget": relabel_budget,
             "finetune_every": finetune_every,
+            "strategy": strategy,
         },
         headers=h,
     )
@@ -122,7 +126,7 @@ def noisy_cleaning_project(
     upload_npz(client, h, pid, images, ["pool"] * len(images))
     rows = [
         {"external_id": f"m{i}", "annotator": "crowd", "class_index": int(label)}
-        for i, label in enumerate(noisy)
+        for i, label in enumerate(noisy[:imported])
     ]
     r = client.post(f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h)
     assert r.status_code == 200, r.text

@@ -15,8 +15,10 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.core.enums import CycleState
+from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from worker.ml.cleaning import cleaning_scores
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
@@ -26,8 +28,9 @@ from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig, train
 from worker.pipeline import crossfit, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
+from worker.pipeline.mixed import mixed_ranking
 from worker.pipeline.runtime import Runtime
-from worker.pipeline.snapshot import CycleInputs, load_cleaning_state
+from worker.pipeline.snapshot import CycleInputs, ItemRefs, load_cleaning_state
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,10 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         assert cycle is not None
         state = load_cleaning_state(db, cycle)
     if len(inputs.labelled) == 0:
-        raise ValueError("a cleaning project needs imported (noisy) labels before a cycle")
+        raise ValueError(
+            "a cleaning project needs imported (noisy) labels before a cycle: its model "
+            "trains on them (with activelab too, before it ranks new items)"
+        )
     device = resolve_device()
     spec = ModelSpec.from_dict(inputs.model_spec)
     timings: dict[str, float] = {}
@@ -89,8 +95,14 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
     metrics["test_unlabelled"] = inputs.test_unlabelled
+    candidate_probs = None
+    if inputs.strategy == MIXED_QUEUE_STRATEGY:
+        # New items are scored by the model that trained on every labelled item.
+        t0 = time.perf_counter()
+        candidate_probs = _predict(rt, model, inputs.candidates, spec, device)
+        timings["score_new_s"] = time.perf_counter() - t0
     if crossfit.folds_of(inputs) >= 2:
-        plan = crossfit.make_plan(inputs, checkpoint)
+        plan = crossfit.make_plan(inputs, checkpoint, candidate_probs)
         if not crossfit.dispatch(
             rt, plan, state.previous_crossfit, metrics=metrics, timings=timings
         ):
@@ -110,10 +122,16 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     # In-sample scores (folds = 0): kept to compare against; the model judges the very
     # labels it fitted, so on a network that memorises them the ranking carries nothing.
     t0 = time.perf_counter()
-    pool = LoaderPool(dataset_of(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
-    probs = predict_proba(model, pool, device).numpy().astype(np.float64)
-    scores = cleaning_scores(inputs.strategy, inputs.counts, probs, seed=inputs.seed)
-    ranked = crossfit.ranking(inputs.labelled.ids, scores)
+    probs = _predict(rt, model, inputs.labelled, spec, device)
+    if candidate_probs is not None:
+        mixed = mixed_ranking(inputs, probs, candidate_probs)
+        ranked = mixed.ranked
+        artefact = crossfit.scores_bytes(mixed.item_ids, mixed.scores, mixed.probs)
+        metrics.update(labelled_scored=mixed.labelled_scored, new_scored=mixed.new_scored)
+    else:
+        scores = cleaning_scores(inputs.strategy, inputs.counts, probs, seed=inputs.seed)
+        ranked = crossfit.ranking(inputs.labelled.ids, scores)
+        artefact = crossfit.scores_bytes(inputs.labelled.ids, scores, probs)
     timings["score_s"] = time.perf_counter() - t0
     metrics.update(strategy_used=inputs.strategy, in_sample=True)
     if not transitions.open_cleaning_queue(
@@ -121,9 +139,19 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         inputs,
         ranked,
         sender=crossfit.celery_sender(),
-        scores_sha256=rt.blobs.put(crossfit.scores_bytes(inputs.labelled.ids, scores, probs)),
+        scores_sha256=rt.blobs.put(artefact),
         metrics=metrics,
         timings=timings,
     ):
         return "cancelled while scoring"
     return f"ranked {len(ranked)} items for relabelling"
+
+
+def _predict(
+    rt: Runtime, model: torch.nn.Module, refs: ItemRefs, spec: ModelSpec, device: torch.device
+) -> np.ndarray:
+    """(len(refs), C) float64 class probabilities of the items."""
+    if len(refs) == 0:
+        return np.zeros((0, spec.num_classes))
+    pool = LoaderPool(dataset_of(rt, refs, spec), batch_size=SCORE_BATCH)
+    return predict_proba(model, pool, device).numpy().astype(np.float64)

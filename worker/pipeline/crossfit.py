@@ -43,6 +43,7 @@ from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig
 from worker.pipeline import transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
+from worker.pipeline.mixed import CANDIDATE_PROBS_KEY, mixed_ranking
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import CycleInputs
@@ -59,12 +60,18 @@ def folds_of(inputs: CycleInputs) -> int:
     return int(inputs.params.get("folds", 0) or 0)
 
 
-def make_plan(inputs: CycleInputs, checkpoint: str) -> ScoringPlan:
+def make_plan(
+    inputs: CycleInputs, checkpoint: str, candidate_probs: np.ndarray | None = None
+) -> ScoringPlan:
     """The frozen inputs every fold and the merge read. The folds are drawn with
     ``params["fold_seed"]`` (the project's seed, not the cycle's), so an item keeps its fold
-    from cycle to cycle while the labelled items stay the same."""
+    from cycle to cycle while the labelled items stay the same. ``candidate_probs``: the full
+    model's probabilities of the unlabelled items, for the mixed queue."""
     fold_seed = int(inputs.params.get("fold_seed", 0))
     folds = fold_ids(len(inputs.labelled), folds_of(inputs), fold_seed)
+    recorded = {FOLDS_KEY: folds}
+    if candidate_probs is not None:
+        recorded[CANDIDATE_PROBS_KEY] = np.asarray(candidate_probs, dtype=np.float64)
     return ScoringPlan(
         inputs=inputs,
         strategy=inputs.strategy,
@@ -73,7 +80,7 @@ def make_plan(inputs: CycleInputs, checkpoint: str) -> ScoringPlan:
         score_batch=SCORE_BATCH,
         checkpoint_sha256=checkpoint,
         subset=None,
-        recorded={FOLDS_KEY: folds},
+        recorded=recorded,
     )
 
 
@@ -194,8 +201,6 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
         inputs = plan.inputs
         parts = [_load_array(rt, done[str(i)]["probs"]) for i in range(len(done))]
         heldout = assemble(plan.recorded[FOLDS_KEY], parts)
-        scores = cleaning_scores(inputs.strategy, inputs.counts, heldout, seed=inputs.seed)
-        ranked = ranking(inputs.labelled.ids, scores)
         targets = inputs.counts / inputs.counts.sum(axis=1, keepdims=True)
         metrics = {
             **cycle.metrics,
@@ -203,6 +208,15 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
             "heldout_loss": float(np.mean(cross_entropy(targets, heldout))),
             "in_sample": False,
         }
+        if CANDIDATE_PROBS_KEY in plan.recorded:
+            mixed = mixed_ranking(inputs, heldout, plan.recorded[CANDIDATE_PROBS_KEY])
+            ranked = mixed.ranked
+            artefact = scores_bytes(mixed.item_ids, mixed.scores, mixed.probs)
+            metrics.update(labelled_scored=mixed.labelled_scored, new_scored=mixed.new_scored)
+        else:
+            scores = cleaning_scores(inputs.strategy, inputs.counts, heldout, seed=inputs.seed)
+            ranked = ranking(inputs.labelled.ids, scores)
+            artefact = scores_bytes(inputs.labelled.ids, scores, heldout)
         timings = {
             **cycle.timings,
             "folds_s": sum(float(d["seconds"]) for d in done.values()),
@@ -215,7 +229,7 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
             ranked,
             attempt=attempt,
             sender=celery_sender(),
-            scores_sha256=rt.blobs.put(scores_bytes(inputs.labelled.ids, scores, heldout)),
+            scores_sha256=rt.blobs.put(artefact),
             metrics=metrics,
             timings=timings,
         )
@@ -236,9 +250,10 @@ def ranking(item_ids: list[int], scores: np.ndarray) -> list[tuple[int, float]]:
     return [(item_ids[int(i)], float(scores[int(i)])) for i in order]
 
 
-def scores_bytes(item_ids: list[int], scores: np.ndarray, probs: np.ndarray) -> bytes:
-    """The cycle's score artefact: every labelled item's score and the probabilities that
-    scored it (held-out here; the model's own when in-sample)."""
+def scores_bytes(item_ids: list[int] | np.ndarray, scores: np.ndarray, probs: np.ndarray) -> bytes:
+    """The cycle's score artefact: every scored item's score and the probabilities that
+    scored it (held-out here; the model's own when in-sample), ``item_ids`` ascending (model-
+    aware aggregation looks items up by binary search)."""
     buf = io.BytesIO()
     np.savez_compressed(
         buf,

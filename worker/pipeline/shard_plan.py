@@ -80,6 +80,8 @@ class ScoringPlan:
         }
         if inp.targets is not None:
             arrays["targets"] = np.asarray(inp.targets, dtype=np.float64)
+        if inp.votes is not None:
+            arrays["votes"] = np.asarray(inp.votes, dtype=np.int64)
         for name in _REFS:
             arrays.update(_refs_arrays(name, getattr(inp, name)))
         if self.subset is not None:
@@ -117,6 +119,7 @@ class ScoringPlan:
             targets=arrays.get("targets"),
             aggregation=meta.get("aggregation", "votes"),
             labels_spent=meta.get("labels_spent", 0),
+            votes=arrays.get("votes"),
         )
         return cls(
             inputs=inputs,

@@ -16,6 +16,7 @@ from app.annotations.models import Annotation
 from app.core.blobs import BlobStore
 from app.core.enums import LabelSource, ProjectKind, QueueState, Split
 from app.cycles.models import Cycle
+from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from app.gold import repository as gold_labels
 from app.items.models import Item
 from app.projects.models import Project
@@ -64,6 +65,9 @@ class CycleInputs:
     targets: np.ndarray | None = None
     aggregation: str = "votes"  # the method that made ``targets``
     labels_spent: int = 0  # the project's count when the inputs were read
+    # (V, 3) int64 [row of ``labelled``, annotator id, class] of every live vote on a
+    # labelled item without gold: who said what, for ActiveLab's mixed queue (else None).
+    votes: np.ndarray | None = None
 
     def training_targets(self) -> np.ndarray:
         """(L, C) float64 soft targets of ``labelled``, rows summing to 1."""
@@ -78,22 +82,27 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
     assert project is not None
     num_classes = len(project.classes)
     votes: dict[int, np.ndarray] = {}
+    voters: dict[int, list[tuple[int, int]]] = {}
+    keep_voters = cycle.strategy == MIXED_QUEUE_STRATEGY
     rows = db.execute(
-        select(Annotation.item_id, Annotation.class_index).where(
+        select(Annotation.item_id, Annotation.annotator_id, Annotation.class_index).where(
             Annotation.project_id == project.id, Annotation.retracted_at.is_(None)
         )
     )
-    for item_id, class_index in rows:
+    for item_id, annotator_id, class_index in rows:
         counts = votes.get(item_id)
         if counts is None:
             counts = votes[item_id] = np.zeros(num_classes, dtype=np.int64)
         counts[class_index] += 1
+        if keep_voters:
+            voters.setdefault(item_id, []).append((annotator_id, class_index))
 
     gold = gold_labels.of_project(db, project.id)
     labelled, candidates, test = ItemRefs(), ItemRefs(), ItemRefs()
     labelled_counts: list[np.ndarray] = []
     test_labels: list[int] = []
     test_unlabelled = 0
+    vote_rows: list[tuple[int, int, int]] = []
     items = db.execute(
         select(Item.id, Item.split, Item.blob_sha256, Item.media_type)
         .where(Item.project_id == project.id)
@@ -117,6 +126,8 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
         elif counts is None:
             candidates.append(item_id, blob, media_type)
         else:
+            for annotator_id, class_index in voters.get(item_id, ()):
+                vote_rows.append((len(labelled), annotator_id, class_index))
             labelled.append(item_id, blob, media_type)
             labelled_counts.append(counts)
 
@@ -147,6 +158,7 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
         targets=targets,
         aggregation=used,
         labels_spent=project.labels_spent,
+        votes=np.asarray(vote_rows, dtype=np.int64).reshape(-1, 3) if keep_voters else None,
     )
 
 

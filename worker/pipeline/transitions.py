@@ -15,12 +15,15 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.annotations.confidence import decided_lead
+from app.annotations.derived import vote_accuracy
 from app.annotations.models import Annotation
 from app.core.blobs import BlobStore
 from app.core.db import unit_of_work, utcnow
 from app.core.enums import CycleState, LabelSource, LeaseOutcome, QueueState, Split
 from app.core.tasks import TaskSender, bind_sender, send_after_commit
 from app.cycles.models import Cycle
+from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from app.gold.models import GoldLabel
 from app.items.models import Item
 from app.projects.models import Project
@@ -82,6 +85,7 @@ def open_queue(
     ahead of the new items, leases and counts intact.
     """
     with unit_of_work(factory) as db:
+        lead = _confident_lead(db, inputs, fields)
         result = db.execute(
             update(Cycle)
             .where(Cycle.id == inputs.cycle_id, Cycle.state == CycleState.scoring)
@@ -90,8 +94,35 @@ def open_queue(
         if not result.rowcount:  # type: ignore[attr-defined]
             return False
         carried = _close_earlier_cycles(db, inputs, carry_open)
-        _write_entries(db, inputs, list(zip(item_ids, scores, strict=True)), carried)
+        ranked = list(zip(item_ids, scores, strict=True))
+        _write_entries(db, inputs, ranked, carried, stop_lead=lead)
         return True
+
+
+def _confident_lead(db: Session, inputs: CycleInputs, fields: dict[str, Any]) -> int | None:
+    """The ``stop_lead`` of this cycle's entries under the project's ``confidence_target``
+    (None when it is off, labels_per_item is 1, or the votes cannot estimate the annotators'
+    accuracy yet); recorded in ``fields["metrics"]`` so the cycle shows what it used."""
+    project = db.get(Project, inputs.project_id)
+    assert project is not None
+    if project.confidence_target is None or inputs.labels_per_item < 2:
+        return None
+    accuracy = vote_accuracy(db, project)
+    lead = (
+        None
+        if math.isnan(accuracy)
+        else decided_lead(project.confidence_target, accuracy, len(project.classes))
+    )
+    if "metrics" in fields:
+        fields["metrics"] = {
+            **fields["metrics"],
+            "confident_stop": {
+                "target": project.confidence_target,
+                "vote_accuracy": None if math.isnan(accuracy) else round(accuracy, 6),
+                "stop_lead": lead,
+            },
+        }
+    return lead
 
 
 def open_cleaning_queue(
@@ -124,11 +155,15 @@ def open_cleaning_queue(
         project = db.get(Project, inputs.project_id)
         assert project is not None
         carried = _close_earlier_cycles(db, inputs, carry_open=True)
+        mixed = inputs.strategy == MIXED_QUEUE_STRATEGY
+        # Cleaned items are done for good; the mixed queue may ask an item again, one
+        # label at a time, whenever its score comes first.
+        states = (QueueState.open,) if mixed else (QueueState.done, QueueState.open)
         blocked = set(
             db.scalars(
                 select(QueueEntry.item_id).where(
                     QueueEntry.project_id == inputs.project_id,
-                    QueueEntry.state.in_((QueueState.done, QueueState.open)),
+                    QueueEntry.state.in_(states),
                 )
             )
         )
@@ -138,18 +173,19 @@ def open_cleaning_queue(
         )
         depth = cleaning_queue_depth(inputs.batch_size, project.finetune_every)
         fresh = [(i, s) for i, s in ranked if i not in blocked][: max(depth - carried, 0)]
-        honeypots = _write_entries(db, inputs, list(fresh), carried)
+        honeypots = _write_entries(
+            db, inputs, list(fresh), carried, labels_wanted=1 if mixed else None
+        )
+        queued: dict[str, Any] = {
+            "queued": len(fresh),
+            "carried_over": carried,
+            "honeypots": honeypots,
+        }
+        if mixed:
+            new = set(inputs.candidates.ids)
+            queued["queued_new"] = sum(1 for i, _ in fresh if i in new)
         db.execute(
-            update(Cycle)
-            .where(Cycle.id == inputs.cycle_id)
-            .values(
-                metrics={
-                    **metrics,
-                    "queued": len(fresh),
-                    "carried_over": carried,
-                    "honeypots": honeypots,
-                }
-            )
+            update(Cycle).where(Cycle.id == inputs.cycle_id).values(metrics={**metrics, **queued})
         )
         if sender is not None:
             _catch_up_refresh(db, project, inputs)
@@ -169,10 +205,18 @@ def _catch_up_refresh(db: Session, project: Project, inputs: CycleInputs) -> Non
 
 
 def _write_entries(
-    db: Session, inputs: CycleInputs, ranked: list[tuple[int, float | None]], carried: int
+    db: Session,
+    inputs: CycleInputs,
+    ranked: list[tuple[int, float | None]],
+    carried: int,
+    *,
+    labels_wanted: int | None = None,
+    stop_lead: int | None = None,
 ) -> int:
     """Queue ``ranked`` after the ``carried`` entries, with the project's honeypots spread
-    evenly through it; returns how many honeypots were queued."""
+    evenly through it; returns how many honeypots were queued. Each entry wants
+    ``labels_wanted`` labels (default: the project's labels_per_item) and stops early at
+    ``stop_lead`` (``QueueEntry.stop_lead``)."""
     project = db.get(Project, inputs.project_id)
     assert project is not None
     honeypots = _honeypots(db, project, len(ranked), inputs.seed)
@@ -188,7 +232,8 @@ def _write_entries(
             item_id=item_id,
             rank=carried + rank,
             score=score,
-            labels_wanted=inputs.labels_per_item,
+            labels_wanted=labels_wanted or inputs.labels_per_item,
+            stop_lead=stop_lead,
             state=QueueState.open,
         )
         for rank, (item_id, score) in enumerate(entries)
@@ -378,6 +423,7 @@ def open_queue_for_attempt(
 ) -> bool:
     """``open_queue`` for acquisition, with the compare-and-set also on the attempt."""
     with unit_of_work(factory) as db:
+        lead = _confident_lead(db, inputs, fields)
         result = db.execute(
             update(Cycle)
             .where(
@@ -390,7 +436,8 @@ def open_queue_for_attempt(
         if not result.rowcount:  # type: ignore[attr-defined]
             return False
         carried = _close_earlier_cycles(db, inputs, False)
-        _write_entries(db, inputs, list(zip(item_ids, scores, strict=True)), carried)
+        ranked = list(zip(item_ids, scores, strict=True))
+        _write_entries(db, inputs, ranked, carried, stop_lead=lead)
         return True
 
 
