@@ -76,7 +76,8 @@ def derive(
         )
     ).one()
     probs_blob = _held_out_blob(db, project) if method in MODEL_AWARE and blobs else None
-    key = (project.id, method, project.seed, newest, live, probs_blob)
+    # created_at: ids come back after a rollback (tests, SQLite), a creation time does not.
+    key = (project.id, project.created_at, method, project.seed, newest, live, probs_blob)
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)

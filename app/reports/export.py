@@ -106,6 +106,18 @@ def as_jsonl(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
         yield json.dumps(row) + "\n"
 
 
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP "CSV injection"):
+# names, ids and class names come from users, so such a cell gets a leading apostrophe, which
+# spreadsheets show as text and hide. JSON and JSONL keep the values as they are.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def as_csv(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -118,7 +130,7 @@ def as_csv(rows_: Iterator[dict[str, Any]]) -> Iterator[str]:
         )
         flat["counts"] = " ".join(str(c) for c in row["counts"])
         flat["posterior"] = " ".join(f"{p:.4f}" for p in row["posterior"])
-        writer.writerow(flat)
+        writer.writerow({k: inert_cell(v) for k, v in flat.items()})
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

@@ -15,10 +15,23 @@ function showSignIn(message) {
   $("#token").focus();
 }
 
+// Only a path on this origin, as the browser itself resolves it: a prefix test let
+// "/\evil.example/" and "/<tab>/evil.example/" through (browsers read "\" as "/" and drop tabs).
+export function sameOriginPath(next) {
+  if (!next) return null;
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return null;
+  }
+  return url.origin === location.origin ? url.pathname + url.search + url.hash : null;
+}
+
 async function showProjects(user) {
   // Coming back from a page that needed a sign-in: go straight back there.
-  const next = params.get("next");
-  if (next && next.startsWith("/") && !next.startsWith("//")) {
+  const next = sameOriginPath(params.get("next"));
+  if (next) {
     location.replace(next);
     return;
   }

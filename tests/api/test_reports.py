@@ -91,3 +91,35 @@ def test_export_in_three_formats(
     ]
     bad = app_client.get(f"/api/v1/projects/{pid}/export", params={"format": "xml"}, headers=h)
     assert bad.status_code == 422
+
+
+def test_csv_export_cells_never_start_a_formula(app_client: TestClient, accounts: Accounts) -> None:
+    """Item ids, class names and importer names are user text: a cell a spreadsheet would
+    run as a formula is written with a leading apostrophe; JSON keeps the value as given."""
+    h = accounts.h("engineer")
+    classes = ['=HYPERLINK("http://evil")', "+cmd|' /C calc'!A0", "plain"]
+    pid = create_project(app_client, accounts, classes=classes)["id"]
+    for s, ext in enumerate(("=1+1", "@SUM(A1)", "-2+3", "ok")):
+        upload_png(app_client, accounts, pid, seed=s, external_id=ext)
+    rows = [
+        {"external_id": ext, "annotator": "crowd", "class_index": k}
+        for ext, k in (("=1+1", 0), ("@SUM(A1)", 1), ("-2+3", 2), ("ok", 0))
+    ]
+    r = app_client.post(f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h)
+    assert r.status_code == 200, r.text
+    text = app_client.get(
+        f"/api/v1/projects/{pid}/export", params={"format": "csv"}, headers=h
+    ).text
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert len(table) == 4
+    for row in table:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
+    by_id = {row["external_id"]: row for row in table}
+    assert set(by_id) == {"'=1+1", "'@SUM(A1)", "'-2+3", "ok"}
+    assert by_id["'=1+1"]["label"] == "'" + classes[0]
+    assert by_id["ok"]["label"] == "'" + classes[0]
+    exported = app_client.get(
+        f"/api/v1/projects/{pid}/export", params={"format": "json"}, headers=h
+    ).json()
+    assert {row["external_id"] for row in exported} == {"=1+1", "@SUM(A1)", "-2+3", "ok"}
