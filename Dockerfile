@@ -1,20 +1,21 @@
 # One image for the API and the worker: `annoloop api`, `annoloop worker`, `annoloop migrate`.
 #   docker build -t annoloop .                                  # CPU-only torch (default)
 #   docker build -t annoloop:cuda --build-arg TORCH_VARIANT=cuda .
-# TORCH_INDEX_URL overrides the PyTorch wheel index picked by TORCH_VARIANT (e.g. a mirror,
-# or another CUDA line such as https://download.pytorch.org/whl/cu126). CUDA wheels bring their
-# own CUDA libraries, so the runtime stays python:slim; the host needs the NVIDIA driver and
-# the NVIDIA container toolkit. No secret is baked in: every setting comes from the environment.
+# TORCH_INDEX_URL overrides the PyTorch wheel index picked by TORCH_VARIANT (a mirror, or another
+# CUDA line such as https://download.pytorch.org/whl/cu126); the build fails when the torch it
+# got is not the variant asked for. CUDA wheels bring their own CUDA libraries, so the runtime
+# stays python:slim; the host needs the NVIDIA driver and the NVIDIA container toolkit.
+# PYTHON_IMAGE and PIP_INDEX_URL point at a registry mirror or a package mirror.
+# No secret is baked in: every setting comes from the environment.
 
-ARG PYTHON_VERSION=3.11
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VARIANT=cpu
 ARG TORCH_INDEX_URL=""
-ARG TORCH_CUDA=cu128
-# Pinned so that a rebuild gives the same numbers; keep in step with the development venv.
-ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
+# cu130: the CUDA line of PyPI's torch, which requirements.lock was resolved against.
+ARG TORCH_CUDA=cu130
+ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -23,21 +24,32 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/annoloop
 
-# torch first and on its own layer (~200 MB CPU, ~3 GB CUDA): rebuilt only when the variant
-# changes, not on every code change.
+# Every version comes from requirements.lock (`make lock`), so that a rebuild gives the same
+# environment as CI; torch and torchvision too, only their wheels come from the variant's index.
+COPY requirements.lock ./
+
+# torch on its own layer (hundreds of MB CPU, 5.9 GB CUDA): rebuilt when the variant or the
+# lock changes, not on every code change. The wheels come from the variant's index without
+# their dependencies, which then come from PIP_INDEX_URL under the lock. The build stops here
+# if the torch it got is not the variant asked for (PyPI's Linux torch is the CUDA build).
 RUN case "${TORCH_VARIANT}" in \
       cpu) index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" ;; \
       cuda) index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/${TORCH_CUDA}}" ;; \
       *) echo "TORCH_VARIANT must be cpu or cuda, not ${TORCH_VARIANT}" >&2; exit 1 ;; \
     esac \
-    && pip install --index-url "${index}" \
-         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && echo "${TORCH_VARIANT} ${index}" > /opt/venv/torch-variant
+    && grep -E '^(torch|torchvision)==' requirements.lock > /tmp/torch.txt \
+    && [ "$(wc -l < /tmp/torch.txt)" -eq 2 ] \
+    && pip install --no-deps --index-url "${index}" --requirement /tmp/torch.txt \
+    && pip install --constraint requirements.lock --requirement /tmp/torch.txt \
+    && python -c 'import sys, torch; want, index = sys.argv[1:]; cuda = torch.version.cuda; built = f"CUDA {cuda}" if cuda else "the CPU only"; sys.exit(0 if (cuda is None) == (want == "cpu") else f"TORCH_VARIANT={want}, but {index} gave torch {torch.__version__}, built for {built}: set TORCH_INDEX_URL to an index of {want} wheels (PyPI has the CUDA build for Linux x86_64)")' "${TORCH_VARIANT}" "${index}" \
+    && python -c 'import sys, torch; print(f"variant={sys.argv[1]} torch={torch.__version__} cuda={torch.version.cuda} index={sys.argv[2]}")' "${TORCH_VARIANT}" "${index}" \
+       | tee /opt/venv/torch-variant
 
-# The other runtime dependencies, from pyproject.toml only: cached until it changes.
+# The other runtime dependencies, named by pyproject.toml and pinned by the lock: cached until
+# either changes. setuptools (pinned too) builds the project below without a download.
 COPY pyproject.toml README.md ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install --constraint requirements.lock --requirement /tmp/requirements.txt setuptools
 
 # The project itself. Editable, so that the frontend and the demo data stay where the code
 # expects them (next to app/), and nothing is installed twice.
@@ -46,11 +58,12 @@ COPY worker ./worker
 COPY migrations ./migrations
 COPY frontend ./frontend
 COPY alembic.ini ./
-RUN pip install --no-deps --editable . \
+RUN pip install --no-deps --no-build-isolation --editable . \
+    && pip check \
     && python -m compileall -q app worker migrations
 
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="annoloop" \
       org.opencontainers.image.description="Deep active learning with people in the loop" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -1,13 +1,10 @@
-"""The ``annoloop`` command: run the API, a worker, both (``up``), migrations, accounts."""
+"""The ``annoloop`` command: run the API, a worker, both (``up``), migrations, accounts, blobs."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +19,8 @@ def migrate(url: str | None = None) -> None:
 
     import migrations
 
+    if url is None:
+        get_settings().ensure_dirs()  # the embedded SQLite file's folder, on a fresh machine
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.set_main_option("sqlalchemy.url", url or get_settings().database_url)
@@ -29,13 +28,19 @@ def migrate(url: str | None = None) -> None:
 
 
 def _create_admin(name: str) -> None:
+    from sqlalchemy import inspect
+
     from app.auth import repository
     from app.auth.service import create_annotator, issue_token
     from app.core.db import make_engine, make_session_factory, unit_of_work
     from app.core.enums import Role
 
     settings = get_settings()
+    settings.ensure_dirs()
     engine = make_engine(settings.database_url)
+    if not inspect(engine).has_table("annotator"):
+        engine.dispose()
+        sys.exit("the database has no annoloop schema yet: run `annoloop migrate` first")
     with unit_of_work(make_session_factory(engine)) as db:
         admin = repository.annotator_by_name(db, name) or create_annotator(
             db, actor=None, name=name, role=Role.admin
@@ -45,6 +50,35 @@ def _create_admin(name: str) -> None:
         token, _ = issue_token(db, admin, settings.secret_key, label="create-admin")
     engine.dispose()
     print(token)
+
+
+def _prepare_blob_store() -> None:
+    """``annoloop migrate`` also makes the bucket, so compose needs no extra step for it."""
+    settings = get_settings()
+    if not settings.blob_url:
+        return
+    from app.core.blob_s3 import S3BlobStore
+
+    store = S3BlobStore.from_url(
+        settings.blob_url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
+    )
+    if store.ensure_bucket():
+        print(f"created the bucket {store.bucket} for {store.location}")
+
+
+def _migrate_blobs(to: str, source: str | None, verify: bool, jobs: int) -> None:
+    from app.core.blob_migrate import CORRUPT, FAILED, migrate
+    from app.core.blobs import LocalBlobStore, store_for_url
+
+    settings = get_settings()
+    target = to or settings.blob_url
+    if not target:
+        sys.exit("annoloop blobs migrate: name the target with --to s3://bucket/prefix")
+    folder = LocalBlobStore(Path(source) if source else settings.blobs)
+    if not folder.root.is_dir():
+        sys.exit(f"annoloop blobs migrate: {folder.root} is not a folder")
+    counts = migrate(folder, store_for_url(target, settings), verify=verify, jobs=jobs)
+    sys.exit(1 if counts[CORRUPT] or counts[FAILED] else 0)
 
 
 def worker_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
@@ -64,6 +98,9 @@ def worker_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
 
 
 def _run_worker(queues: str, concurrency: int | None, name: str | None = None) -> None:
+    from app.supervise import die_with_parent
+
+    die_with_parent()  # a no-op unless ``annoloop up`` started this worker
     from worker.celery_app import celery_app
 
     settings = get_settings()
@@ -89,20 +126,16 @@ def _run_api(host: str, port: int, workers: int) -> None:
 
 
 def _up(host: str, port: int, demo: bool) -> None:
-    settings = get_settings()
-    settings.ensure_dirs()
+    from app.supervise import Supervised
+
     migrate()
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"],
-        env={**os.environ},
-        preexec_fn=_die_with_parent,  # safe: no threads exist yet at this point
-    )
+    worker = Supervised([sys.executable, "-m", "app.cli", "worker"], {**os.environ})
     try:
         if demo:
             _announce_demo(host, port)
         _run_api(host, port, workers=1)
     finally:
-        _stop(worker)
+        worker.stop()
 
 
 def _announce_demo(host: str, port: int) -> None:
@@ -128,27 +161,6 @@ def _announce_demo(host: str, port: int) -> None:
     )
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM if ``annoloop up`` itself is killed, never orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish or hand back the task
-    deadline = time.monotonic() + 30
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="annoloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,10 +180,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     wk.add_argument("--concurrency", type=int, default=None)
     wk.add_argument("--name", default=None, help="Celery node name, e.g. w1@%%h")
 
-    sub.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    sub.add_parser(
+        "migrate", help="upgrade the database schema; create the S3 bucket if it is missing"
+    )
 
     admin = sub.add_parser("create-admin", help="create an admin (if needed) and print a token")
     admin.add_argument("--name", default="admin")
+
+    blobs = sub.add_parser("blobs", help="blob store tools").add_subparsers(
+        dest="blobs_command", required=True
+    )
+    move = blobs.add_parser(
+        "migrate",
+        help="copy the blob folder into another store (resumable; the folder is kept)",
+    )
+    move.add_argument(
+        "--to", default="", help="s3://bucket/prefix or a folder; default ANNOLOOP_BLOB_URL"
+    )
+    move.add_argument("--from", dest="source", help="the folder; default ANNOLOOP_BLOB_DIR")
+    move.add_argument("--verify", action="store_true", help="read every copy back and hash it")
+    move.add_argument("--jobs", type=int, default=8, help="blobs in flight at once")
 
     sub.add_parser(
         "bench", help="benchmark the acquisition kernels; `annoloop bench --help` for options"
@@ -201,8 +229,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run_worker(args.queues, args.concurrency, args.name)
     elif args.command == "migrate":
         migrate()
+        _prepare_blob_store()
     elif args.command == "create-admin":
         _create_admin(args.name)
+    elif args.command == "blobs":
+        _migrate_blobs(args.to, args.source, args.verify, max(1, args.jobs))
 
 
 if __name__ == "__main__":

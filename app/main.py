@@ -18,7 +18,7 @@ import app.db_models  # noqa: F401  (registers every mapper before the first que
 from app import errors_http
 from app.annotations.router import router as annotations_router
 from app.auth.router import router as auth_router
-from app.core.blobs import BlobStore
+from app.core.blobs import open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
 from app.core.errors import ERROR_RESPONSES
@@ -63,7 +63,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory or make_session_factory(engine)
-    app.state.blobs = BlobStore(settings.blobs)
+    app.state.blobs = open_blob_store(settings)
     app.state.celery = celery
     app.state.task_sender = task_sender or CelerySender(celery)
     app.state.rate_limiter = make_limiter(settings.broker_url)

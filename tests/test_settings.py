@@ -29,4 +29,12 @@ def test_environment_variables_override(monkeypatch: pytest.MonkeyPatch) -> None
 def test_production_refuses_the_default_secret() -> None:
     with pytest.raises(ValidationError, match="SECRET_KEY"):
         Settings(environment="production", secret_key=DEFAULT_SECRET)
-    assert Settings(environment="production", secret_key="x" * 40).environment == "production"
+    strong = "3f9c0a7e5b1d4c2a8e6f0b9d7c5a3e1f2b4d6c8a0e9f7b5d3c1a2e4f6b8d0c9a"
+    assert Settings(environment="production", secret_key=strong).environment == "production"
+
+
+@pytest.mark.parametrize("weak", ["", "x", "x" * 40, "ab" * 20, "0123456789abcdef"])
+def test_production_refuses_a_weak_secret(weak: str) -> None:
+    with pytest.raises(ValueError, match="ANNOLOOP_SECRET_KEY"):
+        Settings(environment="production", secret_key=weak)
+    assert Settings(environment="development", secret_key=weak).secret_key == weak

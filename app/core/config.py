@@ -3,7 +3,8 @@
 The defaults are the embedded setup — a SQLite file, a SQLite-backed Kombu broker and a blob
 folder, all under ``data_dir`` — so ``annoloop up`` works on a laptop with nothing else
 installed. Production sets ``ANNOLOOP_DATABASE_URL=postgresql+psycopg://…`` and
-``ANNOLOOP_BROKER_URL=redis://…``.
+``ANNOLOOP_BROKER_URL=redis://…``, and with workers on other hosts
+``ANNOLOOP_BLOB_URL=s3://…``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,32 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "annoloop-development-secret-change-me"
+
+
+# Production secrets: `openssl rand -hex 32` gives 64 characters of 16 kinds. A short or
+# repetitive key ("", "x", "x" * 40) lets anyone who reads a token hash forge its token offline.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_KINDS = 10
+
+
+def _check_production_secret(secret: str) -> None:
+    if secret == DEFAULT_SECRET:
+        raise ValueError(
+            "ANNOLOOP_SECRET_KEY is the development default; set a long random secret "
+            "(openssl rand -hex 32) before running with ANNOLOOP_ENVIRONMENT=production"
+        )
+    if len(secret) < MIN_SECRET_LENGTH or len(set(secret)) < MIN_SECRET_KINDS:
+        raise ValueError(
+            f"ANNOLOOP_SECRET_KEY is too weak for production: use at least "
+            f"{MIN_SECRET_LENGTH} random characters of {MIN_SECRET_KINDS} kinds or more "
+            "(openssl rand -hex 32)"
+        )
 
 
 class Settings(BaseSettings):
@@ -30,7 +52,32 @@ class Settings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty = SQLite in data_dir.")
     broker_url: str = Field("", description="Celery broker; empty = SQLite Kombu transport.")
     result_backend: str = Field("", description="Celery result backend; empty = SQLite.")
-    blob_dir: Path | None = Field(None, description="Content-addressed blobs; default data_dir.")
+    blob_dir: Path | None = Field(
+        None,
+        description="The blob folder (payloads, checkpoints, scores) when ANNOLOOP_BLOB_URL is "
+        "empty, and what `annoloop blobs migrate` copies from; default data_dir/blobs.",
+    )
+    blob_url: str = Field(
+        "",
+        description="Where blobs live: empty = the folder ANNOLOOP_BLOB_DIR; "
+        "`s3://bucket/prefix` = S3-compatible object storage that workers on any host reach "
+        "(credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or any standard AWS source; "
+        "`?endpoint_url=…&region=…` may follow instead of the two settings below).",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="S3 API address, e.g. `http://minio:9000`; empty = AWS S3."
+    )
+    s3_region: str = Field(
+        "", description="S3 region; empty = AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."
+    )
+    blob_cache_dir: Path | None = Field(
+        None,
+        description="Workers keep a local copy of the S3 blobs they read (training reads each "
+        "item every epoch); default data_dir/blob-cache.",
+    )
+    blob_cache_bytes: int = Field(
+        10 * 1024**3, ge=0, description="Size cap of that copy, oldest out first; 0 = no copy."
+    )
     secret_key: str = Field(DEFAULT_SECRET, description="HMAC key for token hashes.")
 
     lease_seconds: int = Field(600, ge=10, description="How long an annotator holds an item.")
@@ -72,6 +119,13 @@ class Settings(BaseSettings):
         description="Pools with more scored candidates than this are scored in shards by a "
         "Celery group on any worker, then merged; 0 = never shard.",
     )
+    cycle_time_limit_s: int = Field(
+        6 * 3600,
+        ge=1,
+        description="Seconds a cycle may train and score (from its start, shards and fold "
+        "models included) before it fails with an error saying so; checked between batches, "
+        "like cancelling.",
+    )
 
     @model_validator(mode="after")
     def _fill_embedded_defaults(self) -> Settings:
@@ -84,11 +138,16 @@ class Settings(BaseSettings):
             self.result_backend = f"db+sqlite:///{data / 'results.sqlite'}"
         if self.blob_dir is None:
             self.blob_dir = data / "blobs"
-        if self.environment == "production" and self.secret_key == DEFAULT_SECRET:
+        if self.blob_cache_dir is None:
+            self.blob_cache_dir = data / "blob-cache"
+        scheme = urlsplit(self.blob_url).scheme
+        if self.blob_url and (scheme != "s3" or not urlsplit(self.blob_url).netloc):
             raise ValueError(
-                "ANNOLOOP_SECRET_KEY is the development default; set a long random secret "
-                "before running with ANNOLOOP_ENVIRONMENT=production"
+                f"ANNOLOOP_BLOB_URL={self.blob_url!r}: use s3://bucket/prefix, or leave it "
+                "empty for the folder ANNOLOOP_BLOB_DIR"
             )
+        if self.environment == "production":
+            _check_production_secret(self.secret_key)
         return self
 
     @property
@@ -100,9 +159,15 @@ class Settings(BaseSettings):
         assert self.blob_dir is not None  # filled by the validator
         return self.blob_dir
 
+    @property
+    def blob_cache(self) -> Path:
+        assert self.blob_cache_dir is not None  # filled by the validator
+        return self.blob_cache_dir
+
     def ensure_dirs(self) -> None:
         """Create the folders the embedded setup writes into."""
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        if not self.blob_url:
+            self.blobs.mkdir(parents=True, exist_ok=True)
         for url in (self.database_url, self.broker_url, self.result_backend):
             if "sqlite:///" in url:
                 Path(url.split("sqlite:///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from app.annotations.service import import_rows
 from app.auth import repository as annotators
 from app.auth.models import Annotator
 from app.auth.service import create_annotator, issue_token
-from app.core.blobs import BlobStore
+from app.core.blobs import open_blob_store
 from app.core.config import Settings
 from app.core.db import unit_of_work
 from app.core.enums import Role, Split
@@ -109,7 +109,7 @@ def _add_items_and_seed_labels(
     np.savez(buf, images=images, external_ids=ids, split=split)
     buf.seek(0)
     prepared = prepare_npz(buf, limits=MediaLimits(max_pixels=settings.max_pixels))
-    add_items(db, BlobStore(settings.blobs), project, prepared, Split.pool)
+    add_items(db, open_blob_store(settings), project, prepared, Split.pool)
 
     seed: list[int] = []
     for digit in range(10):

@@ -16,6 +16,7 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
     broker: Literal["ok", "unavailable"]
+    blobs: Literal["ok", "unavailable"]
 
 
 def _database_ok(request: Request) -> bool:
@@ -38,16 +39,28 @@ def _broker_ok(request: Request) -> bool:
         return False
 
 
+def _blobs_ok(request: Request) -> bool:
+    """One HEAD of the bucket (one try, 2 s timeouts) or a look at the folder."""
+    try:
+        request.app.state.blobs.check()
+        return True
+    except Exception:
+        log.warning("health: blob store unreachable", exc_info=True)
+        return False
+
+
 @router.get(
     "/healthz",
     response_model=Health,
-    responses={503: {"model": Health, "description": "Database or broker unreachable."}},
+    responses={503: {"model": Health, "description": "Database, broker or blobs unreachable."}},
 )
 def healthz(request: Request) -> JSONResponse:
-    db, broker = _database_ok(request), _broker_ok(request)
+    db, broker, blobs = _database_ok(request), _broker_ok(request), _blobs_ok(request)
+    ok = db and broker and blobs
     body = Health(
-        status="ok" if db and broker else "unavailable",
+        status="ok" if ok else "unavailable",
         database="ok" if db else "unavailable",
         broker="ok" if broker else "unavailable",
+        blobs="ok" if blobs else "unavailable",
     )
-    return JSONResponse(body.model_dump(), status_code=200 if db and broker else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
 from app.annotations.derived import derive
 from app.core.enums import Role, Split
@@ -159,13 +159,15 @@ def _derived_out(described: dict[str, Any] | None) -> DerivedLabelOut | None:
 
 @router.get(
     "/items/{item_id}/payload",
-    response_class=FileResponse,
+    response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}},
 )
-def get_payload(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs) -> FileResponse:
+def get_payload(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs) -> Response:
     item, _ = projects.get_visible_item(db, actor, item_id)
-    return FileResponse(
-        blobs.path(item.blob_sha256),
+    # The bytes, not a file path, so a bucket serves as well as a folder; a payload is one
+    # image or feature vector, small enough to hold.
+    return Response(
+        blobs.get(item.blob_sha256),
         media_type=item.media_type,
         headers={
             "ETag": f'"{item.blob_sha256}"',

@@ -13,7 +13,7 @@ from app.main import create_app
 def test_healthz_is_ok_when_database_and_broker_answer(app_client: TestClient) -> None:
     r = app_client.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert r.json() == {"status": "ok", "database": "ok", "broker": "ok", "blobs": "ok"}
 
 
 def test_healthz_is_503_when_the_broker_is_down(tmp_path: Path, migrated_engine: Engine) -> None:
@@ -21,7 +21,12 @@ def test_healthz_is_503_when_the_broker_is_down(tmp_path: Path, migrated_engine:
     with TestClient(create_app(settings, engine=migrated_engine)) as client:
         r = client.get("/healthz")
     assert r.status_code == 503
-    assert r.json() == {"status": "unavailable", "database": "ok", "broker": "unavailable"}
+    assert r.json() == {
+        "status": "unavailable",
+        "database": "ok",
+        "broker": "unavailable",
+        "blobs": "ok",
+    }
 
 
 def test_healthz_is_503_when_the_database_is_down(tmp_path: Path) -> None:

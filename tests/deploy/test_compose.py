@@ -424,3 +424,17 @@ def _check_the_trace(
         line["labelled_set_hash"] == cycle["labelled_set_hash"] and line["task_id"]
         for line in after
     )
+
+
+def test_object_storage_is_a_profile_that_every_annoloop_service_can_use() -> None:
+    services = load(example_variables())["services"]
+    minio = services["minio"]
+    assert minio["profiles"] == ["s3"]
+    assert minio["healthcheck"]["test"]
+    # migrate creates the bucket, so it waits for MinIO when the profile runs, not otherwise.
+    wait = services["migrate"]["depends_on"]["minio"]
+    assert wait["condition"] == "service_healthy"
+    assert wait["required"] is False
+    for name in ("migrate", "api", "worker", "worker-gpu"):
+        env = services[name]["environment"]
+        assert {"ANNOLOOP_BLOB_URL", "ANNOLOOP_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"} <= set(env)

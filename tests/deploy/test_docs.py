@@ -57,3 +57,22 @@ def test_the_operator_topics_are_covered() -> None:
         "SIGTERM",
     ):
         assert needle in text, needle
+
+
+def test_the_build_the_lock_and_the_smoke_run_are_documented() -> None:
+    text = DEPLOY.read_text()
+    for needle in (
+        "PYTHON_IMAGE",
+        "TORCH_VARIANT",
+        "TORCH_INDEX_URL",
+        "PIP_INDEX_URL",
+        "requirements.lock",
+        "make lock",
+        "scripts/compose_smoke.sh",
+        "debootstrap",
+        "docker import",
+        "REDIS_PASSWORD",
+        "ANNOLOOP_POSTGRES_IMAGE",
+        "ANNOLOOP_REDIS_IMAGE",
+    ):
+        assert needle in text, needle

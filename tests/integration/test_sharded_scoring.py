@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from app.core.blobs import BlobStore
+from app.core.blobs import open_blob_store
 from app.core.config import Settings
 from app.core.db import make_engine, make_session_factory
 from app.demo.seed import load_demo_arrays
@@ -153,7 +153,7 @@ def _run(
                 ).all()
         engine.dispose()
     for run in runs.values():
-        with np.load(io.BytesIO(BlobStore(settings.blobs).get(run["scores_sha256"]))) as npz:
+        with np.load(io.BytesIO(open_blob_store(settings).get(run["scores_sha256"]))) as npz:
             run["scores"] = {k: npz[k] for k in npz.files}
     return runs
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import app.db_models  # noqa: F401  (mappers)
-from app.core.blobs import BlobStore
+from app.core.blobs import BlobStore, open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
 
@@ -28,7 +28,9 @@ def build_runtime(settings: Settings) -> Runtime:
         if not (settings.is_sqlite)
         else make_engine(settings.database_url)
     )
-    return Runtime(settings, engine, make_session_factory(engine), BlobStore(settings.blobs))
+    # Remote blobs are read through a local copy: training reads each item every epoch.
+    blobs = open_blob_store(settings, cache=True)
+    return Runtime(settings, engine, make_session_factory(engine), blobs)
 
 
 @lru_cache
