@@ -12,7 +12,11 @@ class CycleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: str | None = Field(None, description="Default: the project's strategy.")
-    params: dict[str, Any] | None = Field(None, description="Default: the project's params.")
+    params: dict[str, Any] | None = Field(
+        None,
+        description="Default: the project's params. Checked against the strategy's declared "
+        "parameters and caps (worker/ml/strategy_params.py): 422 naming the key.",
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Default: project seed + n.")
     batch_size: int | None = Field(None, ge=1, le=100_000)
 

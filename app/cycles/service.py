@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,7 +16,8 @@ from app.cycles import repository
 from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
 from app.projects.models import Project
-from app.projects.schemas import MAX_FOLDS, check_strategy
+from app.projects.schemas import check_strategy
+from worker.ml.strategy_params import ParamsError, check_params
 
 RUN_CYCLE_TASK = "annoloop.cycles.run"
 ADVANCE_TASK = "annoloop.cycles.advance"
@@ -38,6 +41,8 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
     params = body.params if body.params is not None else dict(project.strategy_params)
     if project.kind is ProjectKind.clean:
         params = {"folds": project.crossfit_folds, "fold_seed": project.seed, **params}
+    params = _checked_params(project, strategy, params)
+    if project.kind is ProjectKind.clean:
         _check_folds(db, project, params["folds"])
     cycle = Cycle(
         project_id=project.id,
@@ -61,16 +66,22 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
     return cycle
 
 
-def _check_folds(db: Session, project: Project, folds: object) -> None:
-    """A cleaning cycle's folds (``params.folds``): 0 = in-sample scores, else 2..MAX_FOLDS
-    and no more than the labelled items, so that every fold holds one."""
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds == 1:
+def _checked_params(project: Project, strategy: str, params: object) -> dict[str, Any]:
+    """The cycle's parameters by the rule the worker applies (``worker.ml.strategy_params``);
+    a cleaning cycle's are its folds."""
+    try:
+        return check_params(project.kind.value, strategy, params)
+    except ParamsError as exc:
         raise Unprocessable(
-            f"params.folds must be 0 or an integer from 2 to {MAX_FOLDS}, got {folds!r}",
-            code="bad_folds",
-        )
-    if not 0 <= folds <= MAX_FOLDS:
-        raise Unprocessable(f"params.folds must be 0 or 2..{MAX_FOLDS}", code="bad_folds")
+            f"params: {exc}",
+            code="bad_folds" if exc.key == "folds" else "invalid_params",
+            detail={"key": exc.key, "strategy": strategy},
+        ) from exc
+
+
+def _check_folds(db: Session, project: Project, folds: int) -> None:
+    """No more folds (``params.folds``, range-checked already) than labelled items, so that
+    every fold holds one."""
     labelled = repository.labelled_pool_items(db, project.id)
     if folds > labelled:
         raise Unprocessable(

@@ -9,9 +9,9 @@ from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
 from worker.ml.spec import ModelSpec
+from worker.ml.strategy_params import MAX_FOLDS, check_params
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
-MAX_FOLDS = 50
 AggregationMethod = Literal["majority", "majority_tiebreak", "dawid_skene", "crowdlab"]
 
 
@@ -134,6 +134,11 @@ class ProjectCreate(_ProjectSettings):
         if self.strategy is None:
             self.strategy = "entropy" if self.kind is ProjectKind.acquire else "ce_minus_entropy"
         check_strategy(self.kind, self.strategy)
+        # The worker's own parameter rule (torch-free), so a cycle cannot fail on it later.
+        try:
+            check_params(self.kind.value, self.strategy, self.strategy_params or {})
+        except ValueError as exc:
+            raise ValueError(f"strategy_params: {exc}") from exc
         return self
 
 

@@ -7,6 +7,8 @@ the same as one that does not exist, so ids do not leak.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
 from app.auth.models import Annotator
@@ -16,6 +18,7 @@ from app.items.models import Item
 from app.projects import repository
 from app.projects.models import Project, ProjectMember
 from app.projects.schemas import ProjectCreate, ProjectUpdate, check_strategy
+from worker.ml.strategy_params import ParamsError, check_params
 
 
 def get_visible(db: Session, actor: Annotator, project_id: int) -> Project:
@@ -93,17 +96,34 @@ def update(db: Session, project: Project, body: ProjectUpdate) -> Project:
     renamed = "name" in changes and changes["name"] != project.name
     if renamed and repository.by_name(db, changes["name"]) is not None:
         raise Conflict(f"a project named {changes['name']!r} exists", code="duplicate_name")
-    if changes.get("strategy") is not None:
-        try:
-            check_strategy(project.kind, changes["strategy"])
-        except ValueError as exc:
-            raise Unprocessable(str(exc), code="unknown_strategy") from exc
+    if changes.get("strategy") is not None or changes.get("strategy_params") is not None:
+        _check_strategy_settings(project, changes)
     for key, value in changes.items():
         if value is None and key not in NULLABLE_SETTINGS:
             continue
         setattr(project, key, value)
     db.flush()
     return project
+
+
+def _check_strategy_settings(project: Project, changes: dict[str, Any]) -> None:
+    """The strategy and parameters the project will have, by the worker's rule: a new
+    strategy must fit the parameters kept, new parameters the strategy kept."""
+    strategy = changes.get("strategy") or project.strategy
+    params = changes.get("strategy_params")
+    params = project.strategy_params if params is None else params
+    try:
+        check_strategy(project.kind, strategy)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), code="unknown_strategy") from exc
+    try:
+        check_params(project.kind.value, strategy, params)
+    except ParamsError as exc:
+        raise Unprocessable(
+            f"strategy_params: {exc}",
+            code="invalid_params",
+            detail={"key": exc.key, "strategy": strategy},
+        ) from exc
 
 
 def add_member(db: Session, project: Project, annotator_id: int) -> None:

@@ -23,7 +23,7 @@ from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
 from worker.ml.training import TrainConfig, train
-from worker.pipeline import shards, transitions
+from worker.pipeline import cancel, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
@@ -42,6 +42,9 @@ def run_acquire_cycle(rt: Runtime, cycle_id: int, sender: TaskSender | None = No
         return "nothing to do"
     try:
         return _run(rt, inputs, sender)
+    except cancel.CycleStopped as stop:
+        log.info("cycle %s stopped: %s", cycle_id, stop)
+        return str(stop)
     except Exception as exc:
         log.exception("cycle %s failed", cycle_id)
         transitions.fail(rt.factory, cycle_id, f"{type(exc).__name__}: {exc}")
@@ -56,7 +59,10 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     cold_start = len(inputs.labelled) == 0
     strategy_name = "random" if cold_start else inputs.strategy
     strategy = get_strategy(strategy_name, **({} if cold_start else inputs.params))
-    pool = LoaderPool(dataset_of(rt, inputs.candidates, spec), batch_size=SCORE_BATCH)
+    # Every item read below checks, at most once a second, that the cycle should go on.
+    watch = cancel.watch(rt, inputs.cycle_id, phase="training")
+    watch.check_now()
+    pool = LoaderPool(watch.guard(dataset_of(rt, inputs.candidates, spec)), batch_size=SCORE_BATCH)
     metrics: dict[str, Any] = {
         "labelled_items": len(inputs.labelled),
         "labels": int(inputs.counts.sum()),
@@ -77,7 +83,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         targets = inputs.training_targets()
         result = train(
             model,
-            dataset_of(rt, inputs.labelled, spec, targets),
+            watch.guard(dataset_of(rt, inputs.labelled, spec, targets)),
             config,
             seed=inputs.seed,
             device=device,
@@ -88,7 +94,9 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         checkpoint = rt.blobs.put(state_bytes(model))
         t0 = time.perf_counter()
         if len(inputs.test):
-            test_pool = LoaderPool(dataset_of(rt, inputs.test, spec), batch_size=SCORE_BATCH)
+            test_pool = LoaderPool(
+                watch.guard(dataset_of(rt, inputs.test, spec)), batch_size=SCORE_BATCH
+            )
             metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
         metrics["test_unlabelled"] = inputs.test_unlabelled
@@ -114,9 +122,10 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     ):
         return "cancelled while training"
 
+    watch.phase = "scoring"
     t0 = time.perf_counter()
     labelled_pool = (
-        LoaderPool(dataset_of(rt, inputs.labelled, spec), batch_size=SCORE_BATCH)
+        LoaderPool(watch.guard(dataset_of(rt, inputs.labelled, spec)), batch_size=SCORE_BATCH)
         if len(inputs.labelled)
         else None
     )

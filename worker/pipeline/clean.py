@@ -26,7 +26,7 @@ from worker.ml.evaluation import evaluate, predict_proba
 from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig, train
-from worker.pipeline import crossfit, transitions
+from worker.pipeline import cancel, crossfit, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
 from worker.pipeline.mixed import mixed_ranking
 from worker.pipeline.runtime import Runtime
@@ -41,6 +41,9 @@ def run_clean_cycle(rt: Runtime, cycle_id: int) -> str:
         return "nothing to do"
     try:
         return _run(rt, inputs)
+    except cancel.CycleStopped as stop:
+        log.info("cleaning cycle %s stopped: %s", cycle_id, stop)
+        return str(stop)
     except Exception as exc:
         log.exception("cleaning cycle %s failed", cycle_id)
         transitions.fail(rt.factory, cycle_id, f"{type(exc).__name__}: {exc}")
@@ -62,6 +65,8 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     device = resolve_device()
     spec = ModelSpec.from_dict(inputs.model_spec)
     timings: dict[str, float] = {}
+    watch = cancel.watch(rt, inputs.cycle_id, phase="training")
+    watch.check_now()
     model = build_model(spec, seed=inputs.seed)
     config = TrainConfig.from_hparams(spec.hparams)
     if state.previous_checkpoint is not None:
@@ -72,7 +77,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     targets = inputs.training_targets()
     result = train(
         model,
-        dataset_of(rt, inputs.labelled, spec, targets),
+        watch.guard(dataset_of(rt, inputs.labelled, spec, targets)),
         config,
         seed=inputs.seed,
         device=device,
@@ -91,7 +96,9 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     }
     if len(inputs.test):
         t0 = time.perf_counter()
-        test_pool = LoaderPool(dataset_of(rt, inputs.test, spec), batch_size=SCORE_BATCH)
+        test_pool = LoaderPool(
+            watch.guard(dataset_of(rt, inputs.test, spec)), batch_size=SCORE_BATCH
+        )
         metrics["test"] = evaluate(model, test_pool, inputs.test_labels, device)
         timings["evaluate_s"] = time.perf_counter() - t0
     metrics["test_unlabelled"] = inputs.test_unlabelled
@@ -99,7 +106,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     if inputs.strategy == MIXED_QUEUE_STRATEGY:
         # New items are scored by the model that trained on every labelled item.
         t0 = time.perf_counter()
-        candidate_probs = _predict(rt, model, inputs.candidates, spec, device)
+        candidate_probs = _predict(rt, model, inputs.candidates, spec, device, watch)
         timings["score_new_s"] = time.perf_counter() - t0
     if crossfit.folds_of(inputs) >= 2:
         plan = crossfit.make_plan(inputs, checkpoint, candidate_probs)
@@ -121,8 +128,9 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
 
     # In-sample scores (folds = 0): kept to compare against; the model judges the very
     # labels it fitted, so on a network that memorises them the ranking carries nothing.
+    watch.phase = "scoring"
     t0 = time.perf_counter()
-    probs = _predict(rt, model, inputs.labelled, spec, device)
+    probs = _predict(rt, model, inputs.labelled, spec, device, watch)
     if candidate_probs is not None:
         mixed = mixed_ranking(inputs, probs, candidate_probs)
         ranked = mixed.ranked
@@ -148,10 +156,15 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
 
 
 def _predict(
-    rt: Runtime, model: torch.nn.Module, refs: ItemRefs, spec: ModelSpec, device: torch.device
+    rt: Runtime,
+    model: torch.nn.Module,
+    refs: ItemRefs,
+    spec: ModelSpec,
+    device: torch.device,
+    watch: cancel.CycleWatch,
 ) -> np.ndarray:
     """(len(refs), C) float64 class probabilities of the items."""
     if len(refs) == 0:
         return np.zeros((0, spec.num_classes))
-    pool = LoaderPool(dataset_of(rt, refs, spec), batch_size=SCORE_BATCH)
+    pool = LoaderPool(watch.guard(dataset_of(rt, refs, spec)), batch_size=SCORE_BATCH)
     return predict_proba(model, pool, device).numpy().astype(np.float64)

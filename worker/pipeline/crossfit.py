@@ -41,7 +41,7 @@ from worker.ml.device import resolve_device
 from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig
-from worker.pipeline import transitions
+from worker.pipeline import cancel, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
 from worker.pipeline.mixed import CANDIDATE_PROBS_KEY, mixed_ranking
 from worker.pipeline.runtime import Runtime
@@ -134,10 +134,11 @@ def run_fold(
     if cycle is None:
         return "stale: the cycle is no longer scoring this attempt"
     crossfit = cycle.metrics["crossfit"]
+    watch = cancel.watch(rt, cycle_id, attempt=attempt, phase=f"training fold {fold}")
     try:
         result = crossfit["done"].get(str(fold))
         if result is None:
-            result = _train_fold(rt, crossfit, fold, host)
+            result = _train_fold(rt, crossfit, fold, host, watch)
 
         transitions.record_done(
             rt.factory,
@@ -150,6 +151,9 @@ def run_fold(
             total=int(crossfit["folds"]),
             then=(MERGE_TASK, [cycle_id, attempt], TRAIN_QUEUE),
         )
+    except cancel.CycleStopped as stop:
+        log.info("cycle %s fold %d stopped: %s", cycle_id, fold, stop)
+        return str(stop)
     except Exception as exc:
         log.exception("cycle %s fold %d failed", cycle_id, fold)
         transitions.fail_attempt(
@@ -159,7 +163,9 @@ def run_fold(
     return str(result["probs"])
 
 
-def _train_fold(rt: Runtime, crossfit: dict[str, Any], fold: int, host: str) -> dict[str, Any]:
+def _train_fold(
+    rt: Runtime, crossfit: dict[str, Any], fold: int, host: str, watch: cancel.CycleWatch
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     plan = ScoringPlan.from_bytes(rt.blobs.get(crossfit["plan_sha256"]))
     inputs = plan.inputs
@@ -170,7 +176,7 @@ def _train_fold(rt: Runtime, crossfit: dict[str, Any], fold: int, host: str) -> 
     if start is not None:
         load_state(rt, model, start)
         config = config.for_finetuning()
-    dataset = dataset_of(rt, inputs.labelled, spec, inputs.training_targets())
+    dataset = watch.guard(dataset_of(rt, inputs.labelled, spec, inputs.training_targets()))
     folds = plan.recorded[FOLDS_KEY]
     device = resolve_device()
     result = train_fold(model, dataset, folds, fold, config, seed=inputs.seed, device=device)

@@ -42,7 +42,7 @@ from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import ScoringContext, Selection, merge_shards
 from worker.ml.strategies.base import Arrays
-from worker.pipeline import transitions
+from worker.pipeline import cancel, transitions
 from worker.pipeline.common import dataset_of, load_state
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.shard_plan import ScoringPlan
@@ -110,6 +110,7 @@ def run_shard(
     if cycle is None:
         return "stale: the cycle is no longer scoring this attempt"
     sharding = cycle.metrics["sharding"]
+    watch = cancel.watch(rt, cycle_id, attempt=attempt, phase=f"scoring shard {index}")
     try:
         if sharding["shards"][index] != [start, stop]:
             raise ValueError(f"shard {index} is {sharding['shards'][index]}, not {[start, stop]}")
@@ -117,7 +118,7 @@ def run_shard(
         if result is None:
             t0 = time.perf_counter()
             plan = load_plan(rt, sharding["plan_sha256"])
-            arrays = compute_shard(rt, plan, start, stop)
+            arrays = compute_shard(rt, plan, start, stop, watch)
             result = {
                 "sha256": rt.blobs.put(arrays_bytes(arrays)),
                 "host": host,
@@ -136,6 +137,9 @@ def run_shard(
             total=len(sharding["shards"]),
             then=(MERGE_TASK, [cycle_id, attempt], SCORE_QUEUE),
         )
+    except cancel.CycleStopped as stop:
+        log.info("cycle %s shard %d stopped: %s", cycle_id, index, stop)
+        return str(stop)
     except Exception as exc:
         log.exception("cycle %s shard %d failed", cycle_id, index)
         transitions.fail_attempt(
@@ -205,20 +209,30 @@ def scoring_model(rt: Runtime, plan: ScoringPlan) -> Classifier:
     return model.to(resolve_device()).eval()
 
 
-def candidate_pool(rt: Runtime, plan: ScoringPlan) -> LoaderPool:
-    """The scored pool: all candidates, or the seeded subset, batched as in one task."""
+def candidate_pool(
+    rt: Runtime, plan: ScoringPlan, watch: cancel.CycleWatch | None = None
+) -> LoaderPool:
+    """The scored pool: all candidates, or the seeded subset, batched as in one task.
+    ``watch``: stop reading when the cycle should stop."""
     spec = ModelSpec.from_dict(plan.inputs.model_spec)
-    pool = LoaderPool(dataset_of(rt, plan.inputs.candidates, spec), batch_size=plan.score_batch)
+    dataset = dataset_of(rt, plan.inputs.candidates, spec)
+    pool = LoaderPool(dataset if watch is None else watch.guard(dataset), plan.score_batch)
     return pool.subset(plan.subset) if plan.subset is not None else pool
 
 
-def compute_shard(rt: Runtime, plan: ScoringPlan, start: int, stop: int) -> Arrays:
+def compute_shard(
+    rt: Runtime,
+    plan: ScoringPlan,
+    start: int,
+    stop: int,
+    watch: cancel.CycleWatch | None = None,
+) -> Arrays:
     """``strategy.compute`` on scored rows ``[start, stop)``: (stop - start)-row arrays."""
     strategy = plan.make_strategy()
     recorded = {k: v[start:stop] for k, v in plan.recorded.items()}
     ctx = ScoringContext(
         model=scoring_model(rt, plan),
-        pool=candidate_pool(rt, plan).shard(start, stop),
+        pool=candidate_pool(rt, plan, watch).shard(start, stop),
         labelled=None,
         device=resolve_device(),
         seed=plan.inputs.seed,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from worker.ml.strategies.base import Strategy, param_defaults, param_names
+from worker.ml.strategies.base import Strategy, param_defaults
+from worker.ml.strategy_params import check_params
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -31,15 +32,13 @@ def available_strategies() -> list[str]:
 
 
 def get_strategy(name: str, **params: Any) -> Strategy:
-    """A configured strategy; an unknown name or parameter raises ``ValueError`` listing options."""
+    """A configured strategy; an unknown name or a bad parameter raises ``ValueError`` saying
+    what is valid. Parameters are checked by ``worker.ml.strategy_params``, the rule the API
+    applies when a project or cycle is created."""
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ValueError(f"unknown strategy {name!r}; available: {available_strategies()}")
-    valid = param_names(cls)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown parameters {unknown} for strategy {name!r}; valid: {valid}")
-    return cls(**params)
+    return cls(**check_params("acquire", name, params))
 
 
 def strategy_docs() -> dict[str, dict[str, Any]]:

@@ -1,0 +1,148 @@
+"""Each strategy's parameters: names, types, defaults and caps, declared once and torch-free.
+
+The API checks a project's ``strategy_params`` and a cycle's ``params`` with these models (422
+naming the key) and the worker's ``get_strategy`` validates with the very same ones, so what the
+worker would refuse when the cycle runs is refused before anything is stored. A test holds every
+registered strategy's constructor (names and defaults) equal to its model here.
+
+Caps keep one request from holding a worker for days (``num_samples: 10**9`` noisy copies of the
+model per candidate) or allocating more than a host has; raise them here, deliberately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_CANDIDATES = 10**7
+MAX_MC_SAMPLES = 1_000
+MAX_NUM_SAMPLES = 1_000
+MAX_ZETA = 1.0
+MAX_FOLDS = 50
+MAX_SEED = 2**31 - 1  # the project's seed column is a 32-bit INTEGER on Postgres
+
+# Strict: JSON "5", 5.0 or true is not an int here, as the constructors would not take it.
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AcquisitionParams(BaseModel):
+    """What every acquisition strategy takes."""
+
+    model_config = _STRICT
+
+    candidates: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Score a seeded random subset of this many pool items (None = all).",
+    )
+
+
+class BaldParams(AcquisitionParams):
+    mc_samples: int = Field(20, ge=2, le=MAX_MC_SAMPLES, description="MC-dropout passes.")
+
+
+class NoiseStabilityParams(AcquisitionParams):
+    num_samples: int = Field(30, ge=1, le=MAX_NUM_SAMPLES, description="Noisy model copies.")
+    zeta: float = Field(
+        1e-3,
+        gt=0.0,
+        le=MAX_ZETA,
+        allow_inf_nan=False,
+        description="Weight noise relative to each layer's weight norm.",
+    )
+
+
+class CleaningParams(BaseModel):
+    """A cleaning cycle's held-out scoring; the cleaning scores themselves take nothing."""
+
+    model_config = _STRICT
+
+    folds: int = Field(
+        5, ge=0, le=MAX_FOLDS, description="0 = in-sample scores, else 2..MAX_FOLDS folds."
+    )
+    fold_seed: int = Field(0, ge=0, le=MAX_SEED, description="Draws each item's fold.")
+
+    @field_validator("folds")
+    @classmethod
+    def _not_one_fold(cls, folds: int) -> int:
+        if folds == 1:
+            raise ValueError(f"must be 0 (in-sample) or from 2 to {MAX_FOLDS}")
+        return folds
+
+
+ACQUISITION: dict[str, type[AcquisitionParams]] = {
+    "random": AcquisitionParams,
+    "least_confidence": AcquisitionParams,
+    "margin": AcquisitionParams,
+    "entropy": AcquisitionParams,
+    "bald": BaldParams,
+    "coreset": AcquisitionParams,
+    "badge": AcquisitionParams,
+    "noise_stability": NoiseStabilityParams,
+    "expected_gradnorm": AcquisitionParams,
+    "entropy_gradnorm": AcquisitionParams,
+    "dispersion": AcquisitionParams,
+}
+CLEANING: dict[str, type[CleaningParams]] = dict.fromkeys(
+    ("ce_minus_entropy", "joint", "random", "activelab"), CleaningParams
+)
+KINDS: dict[str, Mapping[str, type[BaseModel]]] = {"acquire": ACQUISITION, "clean": CLEANING}
+
+
+class ParamsError(ValueError):
+    """Bad strategy parameters; ``key`` names the first bad one (None: not a parameter)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def params_model(kind: str, strategy: str) -> type[BaseModel]:
+    """The declared parameters of a ``kind`` ("acquire" or "clean") strategy."""
+    models = KINDS.get(kind)
+    if models is None:
+        raise ParamsError(f"unknown project kind {kind!r}; valid: {sorted(KINDS)}")
+    model = models.get(strategy)
+    if model is None:
+        raise ParamsError(f"unknown {kind} strategy {strategy!r}; choose from {sorted(models)}")
+    return model
+
+
+def declared_defaults(kind: str, strategy: str) -> dict[str, Any]:
+    """Parameter name -> default, in declaration order."""
+    return {name: f.default for name, f in params_model(kind, strategy).model_fields.items()}
+
+
+def check_params(kind: str, strategy: str, params: Any) -> dict[str, Any]:
+    """The given parameters, validated and normalised (a whole number where a float is
+    declared becomes a float); defaults are not filled in. Raises ``ParamsError``."""
+    model = params_model(kind, strategy)
+    if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
+        raise ParamsError(f"{strategy} parameters must be an object, got {params!r}")
+    unknown = sorted(set(params) - set(model.model_fields))
+    if unknown:
+        raise ParamsError(
+            f"unknown parameters {unknown} for strategy {strategy!r}; "
+            f"valid: {list(model.model_fields)}",
+            key=unknown[0],
+        )
+    try:
+        checked = model.model_validate(dict(params))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ParamsError(
+            f"{key}: {msg[:1].lower()}{msg[1:]}, got {_short(first.get('input'))} "
+            f"(strategy {strategy!r})",
+            key=key,
+        ) from None
+    return checked.model_dump(exclude_unset=True)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
