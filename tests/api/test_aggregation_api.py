@@ -221,3 +221,27 @@ def test_crowdlab_reads_the_last_cleaning_cycles_held_out_probabilities(
     assert {r["method"] for r in rows.values()} == {"crowdlab"}
     # The 1-1 tie on i1 (0 vs 2) goes to the class the model favours.
     assert rows["i1"]["class_index"] == 2
+
+
+def test_dawid_skene_waits_for_an_item_with_two_votes(
+    app_client: TestClient, accounts: Accounts
+) -> None:
+    """With one vote per item EM drifts from the votes; until two votes meet on an item the
+    labels are the votes, and the export says which method decided."""
+    h = accounts.h("engineer")
+    pid = create_project(app_client, accounts, aggregation="dawid_skene")["id"]
+    for s in range(4):
+        upload_png(app_client, accounts, pid, seed=s, external_id=f"s{s}")
+    single = [
+        {"external_id": f"s{s}", "annotator": who, "class_index": k}
+        for s, who, k in ((0, "a", 1), (1, "b", 2), (2, "a", 3), (3, "c", 1))
+    ]
+    r = app_client.post(f"/api/v1/projects/{pid}/annotations:import", json=single, headers=h)
+    assert r.status_code == 200, r.text
+    rows = _export(app_client, accounts, pid)
+    assert {r["method"] for r in rows.values()} == {"majority"}
+    assert [rows[f"s{s}"]["class_index"] for s in range(4)] == [1, 2, 3, 1]
+    second = [{"external_id": "s0", "annotator": "b", "class_index": 1}]
+    r = app_client.post(f"/api/v1/projects/{pid}/annotations:import", json=second, headers=h)
+    assert r.status_code == 200, r.text
+    assert {r["method"] for r in _export(app_client, accounts, pid).values()} == {"dawid_skene"}

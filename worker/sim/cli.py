@@ -10,6 +10,9 @@ Acquisition protocols: mnist, mnist-fast, tiny. Label-cleaning protocols (direct
 --strategies names the selectors random, oracle, ce_minus_entropy, joint and the out-of-sample
 ce_minus_entropy_oof, joint_oof): cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast,
 music-clean. music-aggregation runs worker.sim.aggregation's study on the music answers.
+music-mixed (worker.sim.mixed: one mixed queue vs separate budgets; --strategies names
+selectors, --cycles rounds) and music-adaptive (worker.sim.adaptive: labels per item;
+--strategies names rules) run on the music answers too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from worker.sim.adaptive import ADAPTIVE_PROTOCOLS, main_adaptive
 from worker.sim.api import Server, local_server, run_api
 from worker.sim.cleaning import (
     CLEANING_PROTOCOLS,
@@ -36,6 +40,7 @@ from worker.sim.cleaning import (
     versus,
 )
 from worker.sim.direct import run_direct
+from worker.sim.mixed import MIXED_PROTOCOLS, main_mixed
 from worker.sim.music import MUSIC, MUSIC_PROTOCOLS
 from worker.sim.protocol import PROTOCOLS, Protocol, data_path, load_arrays
 from worker.sim.record import RunRecord
@@ -61,7 +66,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument(
         "--protocol",
-        choices=[*sorted(PROTOCOLS), *sorted(CLEANING), AGGREGATION],
+        choices=[
+            *sorted(PROTOCOLS),
+            *sorted(CLEANING),
+            AGGREGATION,
+            *sorted(MIXED_PROTOCOLS),
+            *sorted(ADAPTIVE_PROTOCOLS),
+        ],
         default="mnist-fast",
     )
     p.add_argument("--mode", choices=["direct", "api"], default="direct")
@@ -130,6 +141,10 @@ def main(argv: Sequence[str]) -> int:
         return main_cleaning(args)
     if args.protocol == AGGREGATION:
         return main_aggregation(args)
+    if args.protocol in MIXED_PROTOCOLS:
+        return main_mixed(args)
+    if args.protocol in ADAPTIVE_PROTOCOLS:
+        return main_adaptive(args)
     proto = protocol_from(args)
     args.out.mkdir(parents=True, exist_ok=True)
     arrays = load_arrays(proto.data)
