@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.models import Annotator
 from app.core.db import utcnow
-from app.core.enums import CycleState, ProjectKind, QueueState
+from app.core.enums import CycleState, ProjectKind
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.tasks import send_after_commit
 from app.cycles import repository
@@ -17,6 +17,7 @@ from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
 from app.projects.models import Project
 from app.projects.schemas import check_strategy
+from app.queue import repository as queue
 from worker.ml.strategy_params import ParamsError, check_params
 
 RUN_CYCLE_TASK = "annoloop.cycles.run"
@@ -114,13 +115,16 @@ def retry(db: Session, cycle: Cycle) -> Cycle:
 
 
 def cancel(db: Session, cycle: Cycle) -> Cycle:
+    """Cancel the cycle, its open queue entries and their live leases, so nobody is served or
+    can label a cancelled item (a lease left open kept the item on an annotator's page, and a
+    later cycle queuing it again made their next lease collide with it)."""
+    db.refresh(cycle, with_for_update=True)  # the state read below is the one we change
     if cycle.state in (CycleState.completed, CycleState.failed, CycleState.cancelled):
         raise Conflict(f"cycle is already {cycle.state.value}")
+    now = utcnow()
     cycle.state = CycleState.cancelled
-    cycle.finished_at = utcnow()
-    for entry in repository.queue_of(db, cycle.id):
-        if entry.state is QueueState.open:
-            entry.state = QueueState.cancelled
+    cycle.finished_at = now
+    queue.release_open(db, cycle.id, now)
     db.flush()
     return cycle
 

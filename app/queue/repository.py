@@ -290,3 +290,22 @@ def last_human_label(db: Session, project_id: int, annotator_id: int) -> Annotat
         .order_by(Annotation.id.desc())
         .limit(1)
     )
+
+
+def release_open(db: Session, cycle_id: int, now: datetime) -> None:
+    """Cancel the cycle's open entries and close their live leases (outcome ``cancelled``)."""
+    open_entries = select(QueueEntry.id).where(
+        QueueEntry.cycle_id == cycle_id, QueueEntry.state == QueueState.open
+    )
+    db.execute(
+        update(Lease)
+        .where(Lease.queue_entry_id.in_(open_entries), Lease.released_at.is_(None))
+        .values(released_at=now, outcome=LeaseOutcome.cancelled),
+        execution_options=_NO_SYNC,
+    )
+    db.execute(
+        update(QueueEntry)
+        .where(QueueEntry.cycle_id == cycle_id, QueueEntry.state == QueueState.open)
+        .values(state=QueueState.cancelled, leases_open=0),
+        execution_options=_NO_SYNC,
+    )
