@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, utcnow
@@ -18,6 +18,9 @@ class Annotator(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[Role] = mapped_column(str_enum(Role, "role"))
     active: Mapped[bool] = mapped_column(default=True)
+    # An identity that imported labels name (a crowd worker): it never holds a token, and an
+    # import can never name an account that signs in.
+    external: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="annotator")

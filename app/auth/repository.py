@@ -3,10 +3,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import Annotator, ApiToken
+from app.core.enums import Role
+from app.projects.models import ProjectMember
 
 
 class TokenOwner(NamedTuple):
@@ -38,3 +40,18 @@ def list_annotators(db: Session, ids: list[int] | None = None) -> list[Annotator
     if ids is not None:
         stmt = stmt.where(Annotator.id.in_(ids))
     return list(db.scalars(stmt))
+
+
+def visible_to_engineer(db: Session, engineer_id: int) -> list[Annotator]:
+    """What an engineer may see: themselves, the annotators they can add to a project (role
+    annotator, signing in), and everyone in a project they are a member of."""
+    their_projects = select(ProjectMember.project_id).where(
+        ProjectMember.annotator_id == engineer_id
+    )
+    shares = exists().where(
+        ProjectMember.annotator_id == Annotator.id,
+        ProjectMember.project_id.in_(their_projects),
+    )
+    assignable = (Annotator.role == Role.annotator) & Annotator.external.is_(False)
+    stmt = select(Annotator).where((Annotator.id == engineer_id) | assignable | shares)
+    return list(db.scalars(stmt.order_by(Annotator.id)))

@@ -10,6 +10,7 @@ from app.auth.schemas import (
     TokenCreate,
     TokenOut,
 )
+from app.core.enums import Role
 from app.core.ids import IdPath
 from app.deps import Admin, CurrentUser, DbSession, Engineer, SettingsDep
 
@@ -31,8 +32,14 @@ def create_annotator(
 
 
 @router.get("/annotators", response_model=list[AnnotatorOut])
-def list_annotators(db: DbSession, _actor: Engineer) -> list[AnnotatorOut]:
-    return [AnnotatorOut.model_validate(a) for a in repository.list_annotators(db)]
+def list_annotators(db: DbSession, actor: Engineer) -> list[AnnotatorOut]:
+    """Admins see every account; engineers see what ``visible_to_engineer`` allows."""
+    people = (
+        repository.list_annotators(db)
+        if actor.role is Role.admin
+        else repository.visible_to_engineer(db, actor.id)
+    )
+    return [AnnotatorOut.model_validate(a) for a in people]
 
 
 @router.post("/annotators/{annotator_id}/tokens", response_model=TokenOut, status_code=201)

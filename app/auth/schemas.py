@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.enums import Role
 
+# Account names, imported identities' too: no control characters, no leading or double spaces.
+NAME_PATTERN = re.compile(r"[\w.@+-]+( [\w.@+-]+)*")
+
 
 class AnnotatorCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.@+-]+( [\w.@+-]+)*$")
+    name: str = Field(min_length=1, max_length=100, pattern=f"^{NAME_PATTERN.pattern}$")
     role: Role = Role.annotator
 
 
@@ -19,6 +23,7 @@ class AnnotatorOut(BaseModel):
     name: str
     role: Role
     active: bool
+    external: bool = Field(description="An imported identity: holds no token, never signs in.")
     created_at: datetime
 
 

@@ -6,9 +6,10 @@ from sqlalchemy.orm import Session
 
 from app.auth import repository
 from app.auth.models import Annotator, ApiToken
+from app.auth.schemas import NAME_PATTERN
 from app.core.db import utcnow
 from app.core.enums import Role
-from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized
+from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized, Unprocessable
 from app.core.security import hash_token, new_token
 
 
@@ -36,11 +37,24 @@ def create_annotator(db: Session, *, actor: Annotator | None, name: str, role: R
 
 
 def get_or_create_importer(db: Session, name: str) -> Annotator:
-    """Imported crowd labels name their annotator; such accounts hold no token."""
+    """The external identity imported labels name (a crowd worker; it holds no token). A name
+    that belongs to an account that signs in is refused: an import must not put votes in the
+    mouth of the admin or of another project's annotator."""
     existing = repository.annotator_by_name(db, name)
     if existing is not None:
+        if not existing.external:
+            raise Unprocessable(
+                f"annotator {name!r} is an account that signs in; imported labels name crowd "
+                "identities of their own (use another name)",
+                code="import_name_taken",
+            )
         return existing
-    annotator = Annotator(name=name, role=Role.annotator)
+    if not NAME_PATTERN.fullmatch(name):
+        raise Unprocessable(
+            f"annotator name {name!r}: letters, digits, . @ + - _ and single spaces only",
+            code="bad_annotator_name",
+        )
+    annotator = Annotator(name=name, role=Role.annotator, external=True)
     db.add(annotator)
     db.flush()
     return annotator
@@ -50,6 +64,11 @@ def issue_token(
     db: Session, annotator: Annotator, secret: str, label: str | None = None
 ) -> tuple[str, ApiToken]:
     """Return a new token and its row; only the HMAC is stored, so this is its one showing."""
+    if annotator.external:
+        raise Conflict(
+            f"{annotator.name!r} is an imported identity and cannot sign in",
+            code="external_identity",
+        )
     token = new_token()
     record = ApiToken(
         annotator_id=annotator.id,

@@ -86,7 +86,7 @@ def create_demo(factory: sessionmaker[Session], settings: Settings, sender: Task
                 ),
             )
             _add_items_and_seed_labels(db, settings, project.id, images, labels)
-        add_member(db, project, person.id)
+        add_member(db, admin, project, person.id)
         cycle = cycles.active(db, project.id)
         if cycle is None and not cycles.for_project(db, project.id):
             cycle = start(db, admin, project, CycleCreate())

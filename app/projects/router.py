@@ -44,7 +44,8 @@ def list_members(project_id: IdPath, db: DbSession, actor: Engineer) -> list[Ann
 
 @router.post("/{project_id}/members", status_code=204)
 def add_member(project_id: IdPath, body: MemberAdd, db: DbSession, actor: Engineer) -> None:
-    service.add_member(db, service.get_for_engineer(db, actor, project_id), body.annotator_id)
+    project = service.get_for_engineer(db, actor, project_id)
+    service.add_member(db, actor, project, body.annotator_id)
 
 
 @router.delete("/{project_id}/members/{annotator_id}", status_code=204)

@@ -126,9 +126,18 @@ def _check_strategy_settings(project: Project, changes: dict[str, Any]) -> None:
         ) from exc
 
 
-def add_member(db: Session, project: Project, annotator_id: int) -> None:
-    if db.get(Annotator, annotator_id) is None:
+def add_member(db: Session, actor: Annotator, project: Project, annotator_id: int) -> None:
+    """Engineers add annotators; only admins add engineers and admins. Imported identities
+    never sign in, so they are no members."""
+    person = db.get(Annotator, annotator_id)
+    if person is None:
         raise NotFound(f"annotator {annotator_id} not found")
+    if person.external:
+        raise Unprocessable(
+            f"{person.name!r} is an imported identity and cannot sign in", code="external_identity"
+        )
+    if actor.role is not Role.admin and person.role is not Role.annotator:
+        raise Forbidden("engineers add annotators only; an admin adds engineers and admins")
     if not repository.is_member(db, project.id, annotator_id):
         db.add(ProjectMember(project_id=project.id, annotator_id=annotator_id))
         db.flush()
