@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app.core.config import get_settings
 from app.observability.logs import configure_logging, log_config
@@ -118,11 +119,22 @@ def _run_api(host: str, port: int, workers: int) -> None:
         host=host,
         port=port,
         workers=workers,
+        **proxy_options(get_settings().trusted_proxy_list),
         timeout_graceful_shutdown=20,
+        http="app.core.send_timeout:HttpProtocol",  # drops clients that stop reading
         log_level=get_settings().log_level.lower(),
         log_config=log_config(),  # JSON/text with request ids, in every uvicorn process
         access_log=False,  # the request-id middleware writes the access line
     )
+
+
+def proxy_options(trusted: list[str]) -> dict[str, Any]:
+    """uvicorn believes ``X-Forwarded-*`` only from ANNOLOOP_TRUSTED_PROXIES. Its defaults
+    (on, from 127.0.0.1 or $FORWARDED_ALLOW_IPS) let any local process, or a proxy that
+    passes the header through, rotate the client address past the failed-token limit."""
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def _up(host: str, port: int, demo: bool) -> None:

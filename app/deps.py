@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 from app.auth.models import Annotator
 from app.auth.service import authenticate
 from app.core.blobs import BlobStore
+from app.core.client_address import client_address
 from app.core.config import Settings
 from app.core.db import serialises_writers
 from app.core.enums import Role
 from app.core.errors import Forbidden, TooManyRequests, Unauthorized
-from app.core.ratelimit import RateLimiter
+from app.core.ratelimit import RateLimiter, auth_failure_key, refuse_past_limit
 from app.core.tasks import bind_sender
 
 T = TypeVar("T")
@@ -153,11 +154,14 @@ async def bearer_token(
 ) -> BearerToken:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing bearer token")  # not a guess: not counted
-    # The client address as uvicorn sees it (behind a proxy: run it with --proxy-headers).
-    client = request.client.host if request.client else "unknown"
     # Read from app.state here rather than through more dependencies: every request
     # authenticates, and each dependency FastAPI solves costs time on the event loop.
     state = request.app.state
+    client = client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        state.settings.trusted_proxy_list,
+    )
     return BearerToken(credentials.credentials, client, state.settings, state.rate_limiter)
 
 
@@ -167,20 +171,13 @@ Bearer = Annotated[BearerToken, Depends(bearer_token)]
 def authenticate_request(db: Session, bearer: BearerToken) -> Annotator:
     """The caller, or 401/429. Sync (a query, maybe a Redis call): the annotator's hot routes
     call it themselves, so that the whole request is one thread hop, not two."""
-    limit = bearer.settings.rate_limit_auth_failures_per_minute
-    key = f"auth-fail:{bearer.client}"
-    # Past the limit, an address gets no token checks at all until the window ends: refusing
-    # only its failures would still let a correct guess through.
-    if limit and bearer.limiter.count(key) >= limit:
-        raise TooManyRequests(
-            "too many failed token checks from this address",
-            retry_after=bearer.limiter.retry_after(),
-        )
     try:
         return authenticate(db, bearer.token, bearer.settings.secret_key)
     except Unauthorized:
+        limit = bearer.settings.rate_limit_auth_failures_per_minute
         if limit:
-            bearer.limiter.hit(key)
+            failures = bearer.limiter.hit(auth_failure_key(bearer.client))
+            refuse_past_limit(failures, limit, bearer.limiter.retry_after)
         raise
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import DomainError, error_body
+from app.core.text_input import NUL_CODE, NUL_MESSAGE
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,18 @@ def install(app: FastAPI) -> None:
                 status_code=503,
                 headers={"Retry-After": "5"},
             )
+        if _is_nul_refusal(exc):
+            # Text that came in past ``RefuseNul`` (inside an upload) and that Postgres cannot
+            # store: the client's input, not a fault of ours.
+            return JSONResponse(error_body(NUL_CODE, NUL_MESSAGE), status_code=422)
         log.exception("database error")
         return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+def _is_nul_refusal(exc: DBAPIError) -> bool:
+    # psycopg refuses the parameter itself: "PostgreSQL text fields cannot contain NUL (0x00)
+    # bytes"; there is no SQLSTATE to match.
+    return type(exc.orig).__name__ == "DataError" and "NUL (0x00)" in str(exc.orig)
 
 
 def _is_connectivity(exc: DBAPIError) -> bool:

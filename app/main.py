@@ -25,7 +25,10 @@ from app.core.errors import ERROR_RESPONSES
 from app.core.inflight import InFlightLimit
 from app.core.limits import BodySizeLimit
 from app.core.ratelimit import make_limiter
-from app.core.tasks import CelerySender, TaskSender
+from app.core.security_headers import SecurityHeaders
+from app.core.tasks import CelerySender, TaskSender, bound_sends
+from app.core.text_input import RefuseNul
+from app.cycles.reconcile import make_sweep
 from app.cycles.router import router as cycles_router
 from app.fastpath.hot_path import make_hot_path
 from app.gold.router import router as gold_router
@@ -34,6 +37,7 @@ from app.items.router import router as items_router
 from app.observability.install import install_observability
 from app.projects.router import router as projects_router
 from app.queue.router import router as queue_router
+from app.reports.people_stats import PeopleStatsStore
 from app.reports.router import router as reports_router
 
 API_PREFIX = "/api/v1"
@@ -53,12 +57,18 @@ def create_app(
     from worker.celery_app import create_celery  # no torch: the worker's tasks load lazily
 
     celery = create_celery(settings)
+    bound_sends(celery)
     engine = engine or make_engine(settings.database_url)
+    # FastAPI's /docs and /redoc pages load their scripts from a CDN: not in production,
+    # where the schema stays at /openapi.json for a locally run viewer.
+    production = settings.environment == "production"
     app = FastAPI(
         lifespan=_lifespan,
         title="annoloop",
         version="0.1.0",
         description="Deep active learning with people in the loop.",
+        docs_url=None if production else "/docs",
+        redoc_url=None if production else "/redoc",
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -67,6 +77,13 @@ def create_app(
     app.state.celery = celery
     app.state.task_sender = task_sender or CelerySender(celery)
     app.state.rate_limiter = make_limiter(settings.broker_url)
+    app.state.people_stats = PeopleStatsStore(
+        app.state.session_factory, settings.progress_stats_max_age_s
+    )
+    # Only with sessions of its own: a test's session factory shares one connection.
+    app.state.sweep = make_sweep(
+        settings, app.state.session_factory, app.state.task_sender, session_factory is None
+    )
     app.state.hot_path = make_hot_path(
         settings,
         engine,
@@ -93,15 +110,22 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     if FRONTEND_DIR.is_dir():
         app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="frontend")
+    app.add_middleware(RefuseNul)  # inside BodySizeLimit: it buffers only bounded bodies
     app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
+    # Outside the limits so that their own answers (413, 422, 503) carry the headers too.
+    app.add_middleware(SecurityHeaders, csp_exempt=() if production else ("/docs", "/redoc"))
     install_observability(app, settings)  # last: request ids, /metrics, access log
     return app
 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    if app.state.sweep is not None:
+        app.state.sweep.start()  # one per process: each app has one lifespan
     yield
+    if app.state.sweep is not None:
+        app.state.sweep.stop()
     if app.state.hot_path is not None:
         await app.state.hot_path.close()
 

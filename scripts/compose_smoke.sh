@@ -44,6 +44,8 @@ T0=$(now)
 export ANNOLOOP_IMAGE=$IMAGE
 export ANNOLOOP_SECRET_KEY; ANNOLOOP_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 export POSTGRES_PASSWORD; POSTGRES_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+# Production answers /metrics only with a token.
+export ANNOLOOP_METRICS_TOKEN; ANNOLOOP_METRICS_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 if [ -z "${SMOKE_REDIS_PASSWORD+set}" ]; then
   SMOKE_REDIS_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 fi
@@ -219,7 +221,7 @@ for line in open(path):
 sys.exit(f"no sample {name} {labels}")
 EOF
 }
-curl -sf "$BASE/metrics" >"$WORK/api.prom"
+curl -sf -H "Authorization: Bearer $ANNOLOOP_METRICS_TOKEN" "$BASE/metrics" >"$WORK/api.prom"
 human=$(sample "$WORK/api.prom" annoloop_labels_total project="$pid" source=human)
 imported=$(sample "$WORK/api.prom" annoloop_labels_total project="$pid" source=import)
 train=$(sample "$WORK/api.prom" annoloop_cycle_phase_seconds project="$pid" phase=train)

@@ -29,6 +29,8 @@ class Annotation(Base):
             sqlite_where=text(_ACTIVE_HUMAN),
             postgresql_where=text(_ACTIVE_HUMAN),
         ),
+        # /progress: the labels of the last minutes, by range (migration 0006).
+        Index("ix_annotation_project_created", "project_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -9,6 +9,7 @@ installed. Production sets ``ANNOLOOP_DATABASE_URL=postgresql+psycopg://…`` an
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -81,8 +82,28 @@ class Settings(BaseSettings):
     secret_key: str = Field(DEFAULT_SECRET, description="HMAC key for token hashes.")
 
     lease_seconds: int = Field(600, ge=10, description="How long an annotator holds an item.")
+    progress_stats_max_age_s: float = Field(
+        5.0,
+        ge=0,
+        description="/progress: how old a large project's per-person statistics may be before "
+        "a background thread recomputes them (0 = always in the request). Projects whose "
+        "statistics take under 0.25 s are always computed fresh.",
+    )
     max_upload_bytes: int = Field(10 * 1024**2, ge=1024, description="One image upload.")
     max_bulk_bytes: int = Field(512 * 1024**2, ge=1024, description="One bulk archive.")
+    max_bulk_uncompressed_bytes: int = Field(
+        512 * 1024**2,
+        ge=1024,
+        description="What one bulk archive may expand to. An npz is held in memory "
+        "uncompressed while it is imported, so this bounds an upload's memory: the API "
+        "process peaks at about this plus 150 MB (docs/reliability.md, issue 15).",
+    )
+    max_bulk_items: int = Field(
+        100_000,
+        ge=1,
+        description="Items one bulk upload may create (npz rows, zip images). Bounds its "
+        "work: one transaction, holding SQLite's write lock, takes about 10 s per 100,000.",
+    )
     max_json_bytes: int = Field(1024**2, ge=1024, description="One JSON request body.")
     max_pixels: int = Field(16_000_000, ge=1, description="Width × height of one image.")
     max_page_size: int = Field(500, ge=1, description="Upper bound for `limit` on lists.")
@@ -97,8 +118,28 @@ class Settings(BaseSettings):
     rate_limit_auth_failures_per_minute: int = Field(
         30,
         ge=0,
-        description="Failed token checks per client IP per minute before that IP gets 429 "
-        "(slows token guessing); 0 = no limit.",
+        description="Failed token checks per client address per minute; past it that "
+        "address's failures answer 429 (slows token guessing), while a valid token from the "
+        "same address still passes; 0 = no limit.",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or CIDRs of the reverse proxies in front of the "
+        "API, e.g. `10.0.0.0/8,127.0.0.1`: only from these is `X-Forwarded-For` believed for "
+        "the client address; empty = believe no forwarded header.",
+    )
+    reconcile_interval_s: float = Field(
+        15.0,
+        ge=0,
+        description="Seconds between the API's sweeps that re-send lost cycle tasks (advance, "
+        "refresh, run), e.g. after a broker outage; 0 = no sweep.",
+    )
+    reconcile_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a state a lost task would have changed (a fully labelled "
+        "batch, a cycle not yet claimed, a re-rank that is due) must last before a sweep "
+        "re-sends its task, and the least time between two re-sends of one task.",
     )
     max_in_flight: int = Field(
         4,
@@ -106,6 +147,13 @@ class Settings(BaseSettings):
         le=1000,
         description="Requests one API process works on at once; the rest wait without holding "
         "a thread, connection or lock (docs/reliability.md). /healthz and /metrics are exempt.",
+    )
+    send_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="Drop a client connection whose response has not moved for this many "
+        "seconds (a client that stopped reading): its buffered bytes are freed. Only "
+        "`annoloop api`/`up` apply it (uvicorn protocol `app.core.send_timeout`); 0 = never.",
     )
     async_hot_path: bool = Field(
         True,
@@ -146,9 +194,20 @@ class Settings(BaseSettings):
                 f"ANNOLOOP_BLOB_URL={self.blob_url!r}: use s3://bucket/prefix, or leave it "
                 "empty for the folder ANNOLOOP_BLOB_DIR"
             )
+        for proxy in self.trusted_proxy_list:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"ANNOLOOP_TRUSTED_PROXIES: {proxy!r} is no address or CIDR"
+                ) from exc
         if self.environment == "production":
             _check_production_secret(self.secret_key)
         return self
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
 
     @property
     def is_sqlite(self) -> bool:

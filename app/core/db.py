@@ -77,8 +77,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+# Execution option of a connection that only reads: its SQLite transaction is deferred, so a
+# long read (``/progress`` statistics in the background) never holds the write lock.
+READ_ONLY = "annoloop_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    conn.exec_driver_sql(
+        "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+    )
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -9,7 +9,9 @@ hop: nothing moves until a 30 s timeout fires (seen at 50 clients on SQLite, whe
 
 Past the bound, requests wait here, in the event loop, holding nothing. A request with a
 body takes its slot only once the body has arrived, so slow uploads do not hold slots
-(FastAPI reads the body before it runs any dependency). The bound is small
+(FastAPI reads the body before it runs any dependency), and a request gives its slot back
+when its response starts, so slow downloads hold none either: whatever a route streams
+must therefore be read from the database before it returns. The bound is small
 because one process is bound by its GIL: a request costs a few ms of Python, so a handful
 in flight keep it busy, and more only queue on threads and row locks instead (measured
 with ``scripts/bench_load.py``, 50 clients: 8 gave more labels/s and a shorter tail than 32,
@@ -54,13 +56,19 @@ class InFlightLimit:
             await self.app(scope, receive, send)
             return
         slots = self._semaphore()
-        held = False
+        held = answered = False
 
         async def take() -> None:
             nonlocal held
-            if not held:
+            if not held and not answered:
                 await slots.acquire()
                 held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
 
         async def receive_then_take() -> Message:
             message = await receive()
@@ -68,15 +76,27 @@ class InFlightLimit:
                 await take()
             return message
 
+        async def send_outside_bound(message: Message) -> None:
+            # The response's head is the end of the work the bound is for: the request's
+            # session (scope="function") has committed and closed, and a streamed body is
+            # built from what it read. Sending is the client's pace: a client that reads
+            # slowly or never (its send waits on uvicorn's write buffer) must not keep a
+            # slot that labelling requests wait for (issue 15: four stalled image
+            # downloads stopped the API). app.core.send_timeout drops such clients.
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = True
+                give_back()
+            await send(message)
+
         try:
             if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS") or not _has_body(scope):
                 await take()
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, send_outside_bound)
             else:
-                await self.app(scope, receive_then_take, send)
+                await self.app(scope, receive_then_take, send_outside_bound)
         finally:
-            if held:
-                slots.release()
+            give_back()
 
 
 def _has_body(scope: Scope) -> bool:

@@ -46,13 +46,26 @@ class BodySizeLimit:
                     return {"type": "http.disconnect"}
             return message
 
+        rejected = False
+
         async def guarded_send(message: Message) -> None:
+            nonlocal rejected
             if not exceeded:
                 await send(message)
-            elif message["type"] == "http.response.start":
+            elif message["type"] == "http.response.start" and not rejected:
+                rejected = True
                 await _reject(send, limit)
 
-        await self.app(scope, limited_receive, guarded_send)
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            # A route that reads the body itself (``app.core.rows.raw_body``) fails on the
+            # disconnect it was handed, before any response: that is the 413, not a 500.
+            if not exceeded:
+                raise
+            if not rejected:
+                rejected = True
+                await _reject(send, limit)
 
 
 def _content_length(scope: Scope) -> int | None:

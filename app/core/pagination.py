@@ -8,7 +8,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from app.core.errors import BadRequest
+from app.core.errors import BadRequest, Unprocessable
+from app.core.ids import MAX_ID
 
 T = TypeVar("T")
 
@@ -30,6 +31,11 @@ def decode_cursor(cursor: str | None) -> int:
         prefix, value = raw.split(":", 1)
         if prefix != "id":
             raise ValueError(prefix)
-        return int(value)
+        last_id = int(value)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
         raise BadRequest("invalid cursor", code="bad_cursor") from exc
+    # A forged cursor past the id columns' range would reach the database as a 500 (Postgres
+    # ``integer``, SQLite's 64 bits), like an id in a path (``app.core.ids``).
+    if not 0 <= last_id <= MAX_ID:
+        raise Unprocessable("cursor out of range", code="bad_cursor")
+    return last_id

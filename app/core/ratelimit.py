@@ -1,5 +1,5 @@
-"""Fixed-window rate limits: per annotator on label submission, per client IP on failed
-token checks (to slow token guessing).
+"""Fixed-window rate limits: per annotator on label submission, per client address on failed
+token checks (to slow token guessing; ``refuse_past_limit``).
 
 Redis counters (INCR + EXPIRE on one key per window) when the broker is Redis, so every API
 process shares one count; an in-process counter on the embedded setup (one API process).
@@ -20,6 +20,8 @@ from typing import Protocol
 
 import redis
 import redis.asyncio
+
+from app.core.errors import TooManyRequests
 
 log = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
@@ -177,6 +179,25 @@ class AsyncRedisLimiter(_Window):
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+
+
+def auth_failure_key(client: str) -> str:
+    return f"auth-fail:{client}"
+
+
+def refuse_past_limit(failures: int, limit: int, retry_after: Callable[[], int]) -> None:
+    """429 instead of 401 for a failed token check once ``client`` is past the limit.
+
+    The rule for both code paths (``app.deps``, ``app.fastpath.caller``): only failures
+    are counted and only failures are refused, so a valid token always passes and one
+    guesser behind a shared address (a proxy, an office NAT) cannot lock out everyone else
+    there. A correct guess past the limit passes too, but tokens are 256 random bits: the
+    limit slows guessing down, it is not what makes guessing hopeless.
+    """
+    if failures > limit:
+        raise TooManyRequests(
+            "too many failed token checks from this address", retry_after=retry_after()
+        )
 
 
 def make_limiter(broker_url: str) -> RateLimiter:

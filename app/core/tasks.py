@@ -3,7 +3,8 @@
 A task sent before the commit could run before its row exists (or for a row that is then
 rolled back). So services call ``send_after_commit``; the session's ``after_commit`` hook
 sends, and a rollback drops what was pending. If the broker is down at that moment the row
-stays in its initial state and can be re-sent (the tasks are idempotent).
+stays in the state the task would change, and ``app.cycles.reconcile`` finds it and sends
+the task again (the tasks are idempotent).
 """
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ class CelerySender:
         self.sent.append((name, args, queue))
 
 
+# The API process sends after a commit, while the client waits for its answer. Celery's
+# defaults retry a down Redis result store 20 times a second apart: a label submitted during
+# a broker outage took 19 s. A send that fails is not lost (``app.cycles.reconcile`` sends
+# it again), so the API gives up within about a second.
+_QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+SEND_TIMEOUT_S = 2
+
+
+def bound_sends(celery: Any) -> None:
+    """Make a send on ``celery`` (the API's, before first use) fail fast when the broker is
+    down or unreachable."""
+    transport = dict(celery.conf.broker_transport_options or {})
+    if str(celery.conf.broker_url).startswith(("redis://", "rediss://")):
+        transport |= {"socket_connect_timeout": SEND_TIMEOUT_S, "socket_timeout": SEND_TIMEOUT_S}
+    celery.conf.update(
+        broker_connection_timeout=SEND_TIMEOUT_S,
+        broker_transport_options=transport,
+        task_publish_retry_policy=_QUICK_RETRY,
+        result_backend_transport_options={"retry_policy": _QUICK_RETRY},
+        redis_socket_connect_timeout=SEND_TIMEOUT_S,
+        redis_socket_timeout=SEND_TIMEOUT_S,
+    )
+
+
 def bind_sender(session: Session, sender: TaskSender) -> None:
     session.info[_SENDER] = sender
 
@@ -58,7 +83,7 @@ def _send_pending(session: Session) -> None:
             assert sender is not None
             sender.send(name, args, queue)
         except Exception:
-            # The row is committed; the task can be re-sent (retry endpoint / re-dispatch).
+            # The row is committed; the API's sweep re-sends it (app.cycles.reconcile).
             log.exception("could not send task %s%s to queue %s", name, tuple(args), queue)
 
 

@@ -13,11 +13,10 @@ from app.core.errors import (
     Conflict,
     DomainError,
     NotFound,
-    TooManyRequests,
     Unauthorized,
     Unprocessable,
 )
-from app.core.ratelimit import AsyncRateLimiter
+from app.core.ratelimit import AsyncRateLimiter, auth_failure_key, refuse_past_limit
 from app.core.security import hash_token
 from app.fastpath.pool import Tx
 
@@ -32,34 +31,18 @@ _OWNER = "SELECT annotator_id FROM annoloop_caller(%(token_hash)s::text, now())"
 
 
 class Gate:
-    """Counts failed token checks per address and refuses an address past the limit.
+    """Checks tokens; counts failed checks per address, and past the limit answers a failed
+    check with 429 (``app.core.ratelimit.refuse_past_limit``: a valid token always passes)."""
 
-    Every request must know its address's count, so this process remembers each count for
-    ``REMEMBER_S`` instead of asking Redis every time; its own failures update it at once.
-    An address past the limit can so get at most ``REMEMBER_S`` of extra checks in another
-    API process: nothing, against 256-bit tokens, next to a Redis round trip per request.
-    """
-
-    REMEMBER_S = 1.0
     MAX_REMEMBERED = 10_000
     OWNER_S = 60.0  # a token's owner never changes; whether it is still valid is checked
 
     def __init__(self, limiter: AsyncRateLimiter, limit: int, secret: str) -> None:
         self.limiter, self.limit, self.secret = limiter, limit, secret
-        self._counts: dict[str, tuple[float, int]] = {}  # address → (valid until, count)
         self._owners: dict[str, tuple[float, int]] = {}  # token hash → (until, annotator)
 
     def token_hash(self, token: str) -> str:
         return hash_token(token, self.secret)
-
-    async def before(self, client: str) -> None:
-        # Past the limit an address gets no token checks at all, so a right guess is not
-        # told apart from a wrong one.
-        if self.limit and await self._count(client) >= self.limit:
-            raise TooManyRequests(
-                "too many failed token checks from this address",
-                retry_after=self.limiter.retry_after(),
-            )
 
     async def call(self, tx: Tx, sql: str, params: Mapping[str, Any], client: str) -> Any:
         """The one row of a function call; a refusal raised by the function → its error."""
@@ -70,7 +53,8 @@ class Gate:
             if refusal is None:
                 raise
             if refusal is Unauthorized and self.limit:
-                self._remember(client, await self.limiter.hit(f"auth-fail:{client}"))
+                failures = await self.limiter.hit(auth_failure_key(client))
+                refuse_past_limit(failures, self.limit, self.limiter.retry_after)
             raise refusal(
                 exc.diag.message_detail or "", code=exc.diag.message_primary or None
             ) from None
@@ -87,16 +71,3 @@ class Gate:
             self._owners.clear()
         self._owners[token_hash] = (time.monotonic() + self.OWNER_S, int(row.annotator_id))
         return int(row.annotator_id)
-
-    async def _count(self, client: str) -> int:
-        known = self._counts.get(client)
-        if known is not None and known[0] > time.monotonic():
-            return known[1]
-        count = await self.limiter.count(f"auth-fail:{client}")
-        self._remember(client, count)
-        return count
-
-    def _remember(self, client: str, count: int) -> None:
-        if len(self._counts) >= self.MAX_REMEMBERED:
-            self._counts.clear()
-        self._counts[client] = (time.monotonic() + self.REMEMBER_S, count)

@@ -25,7 +25,6 @@ async def next_item(
     lease_seconds: int,
     ahead: int,
 ) -> NextOut:
-    await gate.before(client)
     params = {
         "token_hash": gate.token_hash(token),
         "project_id": project_id,

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
 from app.core.enums import Split
 from app.items.models import Item
+from app.queue.models import Lease
 
 _CHUNK = 500  # stays under every backend's bound-parameter limit
 
@@ -53,3 +55,19 @@ def by_external_ids(db: Session, project_id: int, external_ids: list[str]) -> di
         stmt = select(Item).where(Item.project_id == project_id, Item.external_id.in_(chunk))
         out.update((item.external_id, item) for item in db.scalars(stmt))
     return out
+
+
+def annotator_has_seen(db: Session, item_id: int, annotator_id: int, now: datetime) -> bool:
+    """Whether the annotator holds a live lease on the item or has labelled it (an undone
+    label included: they were shown the item already). Both are index lookups: the open
+    leases' unique (item, annotator) index and the annotations' item index."""
+    leased = exists().where(
+        Lease.item_id == item_id,
+        Lease.annotator_id == annotator_id,
+        Lease.released_at.is_(None),
+        Lease.expires_at > now,
+    )
+    labelled = exists().where(
+        Annotation.item_id == item_id, Annotation.annotator_id == annotator_id
+    )
+    return bool(db.scalar(select(or_(leased, labelled))))

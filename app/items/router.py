@@ -6,13 +6,14 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
 
 from app.annotations.derived import derive
+from app.core.db import utcnow
 from app.core.enums import Role, Split
-from app.core.errors import STORAGE_RESPONSES, DomainError, PayloadTooLarge
+from app.core.errors import STORAGE_RESPONSES, DomainError, Forbidden, PayloadTooLarge
 from app.core.ids import IdPath
 from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.deps import Blobs, CurrentUser, DbSession, Engineer, SettingsDep
 from app.items import repository, service
-from app.items.bulk import prepare_npz, prepare_zip, sniff_archive
+from app.items.bulk import NpzImport, ZipImport, open_npz, prepare_zip, sniff_archive
 from app.items.media import MediaError, MediaLimits, prepare_image
 from app.items.schemas import BulkResult, DerivedLabelOut, ItemOut, LabelledItemOut
 from app.projects import service as projects
@@ -26,6 +27,8 @@ def _limits(settings: SettingsDep) -> MediaLimits:
         max_upload_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_pixels,
         max_bulk_bytes=settings.max_bulk_bytes,
+        max_bulk_uncompressed_bytes=settings.max_bulk_uncompressed_bytes,
+        max_bulk_items=settings.max_bulk_items,
     )
 
 
@@ -94,17 +97,18 @@ def upload_bulk(
     fh.seek(0)
     try:
         kind = sniff_archive(head)
+        # Validated whole, then read item by item: an upload holds its arrays, not every
+        # payload at once (issue 15).
+        prepared: NpzImport | ZipImport
         if kind == "npz":
-            prepared = list(prepare_npz(fh, limits=limits))
+            prepared = open_npz(fh, limits=limits)
         elif kind == "zip":
-            prepared = list(
-                prepare_zip(fh, csv_file=manifest.file if manifest else None, limits=limits)
-            )
+            prepared = prepare_zip(fh, csv_file=manifest.file if manifest else None, limits=limits)
         else:
             raise MediaError("unsupported_archive", "upload a .zip of images or an .npz")
-    except MediaError as exc:
+        return service.add_in_parts(db, blobs, project, prepared, split)
+    except MediaError as exc:  # also a zip member that changed while it was read again
         raise _media_error(exc) from exc
-    return service.summarise(service.add_items(db, blobs, project, prepared, split))
 
 
 @router.get("/projects/{project_id}/items", response_model=Page[LabelledItemOut])
@@ -164,6 +168,14 @@ def _derived_out(described: dict[str, Any] | None) -> DerivedLabelOut | None:
 )
 def get_payload(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs) -> Response:
     item, _ = projects.get_visible_item(db, actor, item_id)
+    # An annotator sees what they are asked to label (a live lease, the page's `?ahead=1`
+    # prefetch included) or labelled, never a test item: the test split measures the model
+    # and must stay unseen.
+    if actor.role is Role.annotator and (
+        item.split is Split.test
+        or not repository.annotator_has_seen(db, item.id, actor.id, utcnow())
+    ):
+        raise Forbidden("annotators may read only the payloads of items leased to them")
     # The bytes, not a file path, so a bucket serves as well as a folder; a payload is one
     # image or feature vector, small enough to hold.
     return Response(
@@ -173,5 +185,10 @@ def get_payload(item_id: IdPath, db: DbSession, actor: CurrentUser, blobs: Blobs
             "ETag": f'"{item.blob_sha256}"',
             # Content-addressed: the bytes behind an item never change.
             "Cache-Control": "private, max-age=31536000, immutable",
+            # Served as the type sniffed at upload and never rendered as a page, even if the
+            # bytes also parse as HTML (a PNG with a document appended): the browser must not
+            # sniff, may only save it, and a sandbox leaves any markup no script or origin.
+            "Content-Disposition": f'attachment; filename="item-{item.id}"',
+            "Content-Security-Policy": "default-src 'none'; sandbox; frame-ancestors 'none'",
         },
     )

@@ -7,7 +7,8 @@ as unreferenced content-addressed files, which is harmless (same content, same n
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,10 @@ from app.items.models import Item
 from app.items.schemas import BulkResult
 from app.projects.models import Project
 
+# Rows inserted per flush in a bulk upload: big enough that the round trips do not count,
+# small enough that a part's payloads and ORM objects are a few MB.
+PART_SIZE = 1000
+
 
 def add_items(
     db: Session,
@@ -27,10 +32,13 @@ def add_items(
     project: Project,
     prepared: Sequence[PreparedItem],
     default_split: Split,
+    seen: set[str] | None = None,
 ) -> list[Item]:
+    """``seen``: external ids taken by earlier parts of the same upload."""
     _check_kind_fits_model(project, prepared)
     rows: list[Item] = []
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
+    mine: set[str] = set()
     for p in prepared:
         payload_sha = blobs.put(p.payload)
         external_id = p.external_id or payload_sha[:20]
@@ -40,6 +48,7 @@ def add_items(
                 code="duplicate_external_id",
             )
         seen.add(external_id)
+        mine.add(external_id)
         split = Split(p.split) if p.split else default_split
         rows.append(
             Item(
@@ -53,7 +62,7 @@ def add_items(
                 meta=dict(p.meta),
             )
         )
-    clash = repository.existing_external_ids(db, project.id, seen)
+    clash = repository.existing_external_ids(db, project.id, mine)
     if clash:
         shown = sorted(clash)[:10]
         raise Conflict(
@@ -64,6 +73,35 @@ def add_items(
     db.add_all(rows)
     db.flush()
     return rows
+
+
+def add_in_parts(
+    db: Session,
+    blobs: BlobStore,
+    project: Project,
+    prepared: Iterable[PreparedItem],
+    default_split: Split,
+    part: int = PART_SIZE,
+) -> BulkResult:
+    """:func:`add_items` for a bulk upload, ``part`` items at a time, in the one transaction.
+
+    Each part's rows are inserted and then dropped from the session, and ``prepared`` is
+    read as it goes (``NpzImport``, ``ZipImport`` make payloads lazily), so an upload holds
+    one part's payloads and rows, not all of them (issue 15). Still all or nothing: a
+    refusal in a later part rolls the earlier parts back with the request's transaction.
+    """
+    seen: set[str] = set()
+    created, first_id, last_id, splits = 0, None, None, Counter[str]()
+    items = iter(prepared)
+    while chunk := list(islice(items, part)):
+        rows = add_items(db, blobs, project, chunk, default_split, seen)
+        created += len(rows)
+        first_id = rows[0].id if first_id is None else first_id
+        last_id = rows[-1].id
+        splits.update(r.split.value for r in rows)
+        for row in rows:
+            db.expunge(row)
+    return BulkResult(created=created, first_id=first_id, last_id=last_id, splits=dict(splits))
 
 
 def summarise(rows: Sequence[Item]) -> BulkResult:

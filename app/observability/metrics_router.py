@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
-from app.core.errors import Unauthorized
+from app.core.errors import Forbidden, Unauthorized
 
 router = APIRouter(tags=["operations"])
 
@@ -29,6 +29,14 @@ class _Exposition:
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     token: str | None = request.app.state.metrics_token
+    if token is None and request.app.state.settings.environment == "production":
+        # Open metrics name projects and label rates to anyone who can reach the port; a
+        # production server without a token answers 403 (and still starts: /healthz and the
+        # API must not depend on the scrape setup).
+        raise Forbidden(
+            "/metrics is off in production until ANNOLOOP_METRICS_TOKEN is set",
+            code="metrics_token_unset",
+        )
     if token is not None:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

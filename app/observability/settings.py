@@ -26,8 +26,8 @@ class ObservabilitySettings(BaseSettings):
     )
     metrics_token: str | None = Field(
         None,
-        description="If set, `/metrics` wants `Authorization: Bearer <token>`; unset = open "
-        "(keep it off the public proxy).",
+        description="If set, `/metrics` wants `Authorization: Bearer <token>`; unset = open, "
+        "except in production, where `/metrics` then answers 403.",
     )
     worker_metrics_port: int | None = Field(
         None,

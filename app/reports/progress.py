@@ -19,13 +19,15 @@ from app.cycles import repository as cycles
 from app.gold import repository as gold_labels
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
+from app.reports.people_stats import PeopleStats, compute
 from app.reports.schemas import AnnotatorCount, CleaningProgress, CycleProgress, Progress
 
 RATE_WINDOW = timedelta(minutes=10)
 _COUNTED = (LabelSource.human, LabelSource.oracle)
 
 
-def progress(db: Session, project: Project) -> Progress:
+def progress(db: Session, project: Project, people: PeopleStats | None = None) -> Progress:
+    """``people``: the heavy statistics (``people_stats``); computed here when not given."""
     current = cycles.latest(db, project.id)
     cycle_view = None
     depth = slots = 0
@@ -64,7 +66,7 @@ def progress(db: Session, project: Project) -> Progress:
         )
         or 0
     )
-    per_annotator = _per_annotator(db, project)
+    people = people or compute(db, project)
     recent = int(
         db.scalar(
             select(func.count(Annotation.id)).where(
@@ -86,16 +88,19 @@ def progress(db: Session, project: Project) -> Progress:
         slots_open=slots,
         leases_open=leases,
         cycle=cycle_view,
-        per_annotator=per_annotator,
+        per_annotator=people.per_annotator,
         labels_last_10_min=recent,
         rate_per_minute=rate,
         eta_seconds=(slots / rate * 60) if rate > 0 and slots else None,
-        tied_items=_tied_items(db, project),
-        cleaning=_cleaning(db, project) if project.kind is ProjectKind.clean else None,
+        tied_items=people.tied_items,
+        cleaning=people.cleaning,
+        stats_as_of=people.as_of,
     )
 
 
-def _cleaning(db: Session, project: Project) -> CleaningProgress:
+def cleaning_progress(db: Session, project: Project) -> CleaningProgress | None:
+    if project.kind is not ProjectKind.clean:
+        return None
     cleaned = db.scalar(
         select(func.count(func.distinct(QueueEntry.item_id))).where(
             QueueEntry.project_id == project.id, QueueEntry.state == QueueState.done
@@ -125,7 +130,7 @@ def _cleaning(db: Session, project: Project) -> CleaningProgress:
     )
 
 
-def _per_annotator(db: Session, project: Project) -> list[AnnotatorCount]:
+def per_annotator(db: Session, project: Project) -> list[AnnotatorCount]:
     votes = db.execute(
         select(
             Annotation.item_id, Annotation.annotator_id, Annotation.class_index, Annotation.source
@@ -198,7 +203,7 @@ def _shared_voters(db: Session, project: Project) -> set[int]:
     return {a for voters in by_item.values() if len(voters) > 1 for a in voters}
 
 
-def _tied_items(db: Session, project: Project) -> int:
+def tied_items(db: Session, project: Project) -> int:
     votes = (
         select(Annotation.item_id, Annotation.class_index, func.count().label("n"))
         .where(Annotation.project_id == project.id, Annotation.retracted_at.is_(None))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.annotations.aggregation import METHODS
@@ -22,9 +22,12 @@ _MEDIA = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x
 
 
 @router.get("/projects/{project_id}/progress", response_model=Progress)
-def get_progress(project_id: IdPath, db: DbSession, actor: CurrentUser) -> Progress:
+def get_progress(
+    project_id: IdPath, db: DbSession, actor: CurrentUser, request: Request
+) -> Progress:
     """Budget, queue and speed. Annotators see only their own line of the per-person table."""
-    report = progress(db, projects.get_visible(db, actor, project_id))
+    project = projects.get_visible(db, actor, project_id)
+    report = progress(db, project, request.app.state.people_stats.get(db, project))
     if actor.role is Role.annotator:
         report.per_annotator = [a for a in report.per_annotator if a.annotator_id == actor.id]
     return report

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 
@@ -49,3 +51,6 @@ class Progress(BaseModel):
     eta_seconds: float | None  # slots still wanted / recent rate; None when idle
     tied_items: int  # items whose votes tie: no label until more votes arrive
     cleaning: CleaningProgress | None = None
+    # When per_annotator, tied_items and cleaning were computed (a large project's are
+    # recomputed in the background, at most every ANNOLOOP_PROGRESS_STATS_MAX_AGE_S).
+    stats_as_of: datetime | None = None

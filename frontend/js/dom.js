@@ -8,6 +8,8 @@ export function h(tag, attrs = {}, ...children) {
     if (value == null || value === false) continue;
     if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
     else if (name === "dataset") Object.assign(el.dataset, value);
+    // Through the CSSOM: the pages' CSP refuses style attributes written as markup.
+    else if (name === "style") el.style.cssText = String(value);
     else el.setAttribute(name, value === true ? "" : String(value));
   }
   el.append(...children.flat(Infinity).filter((c) => c != null && c !== false));

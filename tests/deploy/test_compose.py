@@ -217,6 +217,9 @@ def test_compose_services_run_natively_and_a_cycle_reaches_labeling(tmp_path: Pa
         )
         migrate_env = _native(migrate_svc, db_url, tmp_path, ports)
         api_env = _native(api_svc, db_url, tmp_path, ports)
+        # Production answers /metrics 403 without a token; an operator sets one in .env.
+        api_env["ANNOLOOP_METRICS_TOKEN"] = "compose-test-metrics-token"
+        scrape = {"Authorization": "Bearer compose-test-metrics-token"}
         worker_env = _native(worker_svc, db_url, tmp_path, ports)
         assert api_env["ANNOLOOP_DATA_DIR"] == worker_env["ANNOLOOP_DATA_DIR"]
 
@@ -266,7 +269,7 @@ def test_compose_services_run_natively_and_a_cycle_reaches_labeling(tmp_path: Pa
             )
             pid, cycle_id = _start_a_cycle(client, h)
 
-            metrics = client.get("/metrics").text
+            metrics = client.get("/metrics", headers=scrape).text
             assert sample(metrics, "annoloop_labels_last_minute", project=str(pid)) is not None
             total = sum(
                 sample(metrics, "annoloop_labels_last_minute", project=str(pid), source=s) or 0
@@ -280,7 +283,7 @@ def test_compose_services_run_natively_and_a_cycle_reaches_labeling(tmp_path: Pa
                 return c if c["state"] == "labeling" else None
 
             cycle = wait_for(labeling, 300, "the cycle to reach labeling", worker_log)
-            metrics = client.get("/metrics").text
+            metrics = client.get("/metrics", headers=scrape).text
             assert sample(metrics, "annoloop_queue_open_entries", project=str(pid)) == BATCH
             assert sample(metrics, "annoloop_cycles", project=str(pid), state="labeling") == 1
             assert (sample(metrics, "annoloop_cycle_phase_seconds", phase="train") or 0) > 0

@@ -104,3 +104,44 @@ def test_health_and_metrics_never_wait() -> None:
 
     _run(run())
     assert inner.most == 2  # the probe ran beside the request holding the slot
+
+
+def test_a_response_the_client_does_not_read_holds_no_slot() -> None:
+    """Issue 15: the slot goes back when the response starts, before the body is sent, so a
+    client whose sends block (it reads nothing) leaves the bound to the others."""
+
+    async def streams(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(3):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    inner = _Counting()
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        app_for = streams if scope["path"] == "/big" else inner
+        await app_for(scope, receive, send)
+
+    app = InFlightLimit(route, limit=2)
+
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def stuck_send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                await never.wait()  # the client's window is shut
+
+        async def nothing() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        big = {**_scope("GET"), "path": "/big"}
+        stuck = [asyncio.create_task(app(big, nothing, stuck_send)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(
+            asyncio.gather(*(app(_scope("GET"), nothing, _noop_send) for _ in range(4))), 1
+        )
+        never.set()
+        await asyncio.gather(*stuck)
+
+    _run(main())
+    assert inner.most == 2

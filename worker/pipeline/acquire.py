@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,12 +33,17 @@ from worker.pipeline.snapshot import CycleInputs
 log = logging.getLogger(__name__)
 
 
-def run_acquire_cycle(rt: Runtime, cycle_id: int, sender: TaskSender | None = None) -> str:
+def run_acquire_cycle(
+    rt: Runtime,
+    cycle_id: int,
+    sender: TaskSender | None = None,
+    states: Sequence[CycleState] = transitions.RUNNING,
+) -> str:
     """Run (or finish) one cycle; returns what happened, for the task's log line.
 
     ``sender`` sends the shard tasks of a sharded cycle (default: the worker's Celery app).
     """
-    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs)
+    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, states)
     if inputs is None:
         return "nothing to do"
     try:

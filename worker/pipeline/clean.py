@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,10 @@ from worker.pipeline.snapshot import CycleInputs, ItemRefs, load_cleaning_state
 log = logging.getLogger(__name__)
 
 
-def run_clean_cycle(rt: Runtime, cycle_id: int) -> str:
-    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs)
+def run_clean_cycle(
+    rt: Runtime, cycle_id: int, states: Sequence[CycleState] = transitions.RUNNING
+) -> str:
+    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, states)
     if inputs is None:
         return "nothing to do"
     try:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from app.core.enums import ProjectKind
+from app.core.enums import CycleState, ProjectKind
 from app.cycles.models import Cycle
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.clean import run_clean_cycle
 from worker.pipeline.runtime import Runtime
+from worker.pipeline.transitions import RUNNING
 
 
-def run_cycle_of_any_kind(rt: Runtime, cycle_id: int) -> str:
+def run_cycle_of_any_kind(rt: Runtime, cycle_id: int, only_created: bool = False) -> str:
+    states = (CycleState.created,) if only_created else RUNNING
     with rt.factory() as db:
         cycle = db.get(Cycle, cycle_id)
         kind = cycle.kind if cycle is not None else None
     if kind is None:
         return "no such cycle"
     if kind is ProjectKind.clean:
-        return run_clean_cycle(rt, cycle_id)
-    return run_acquire_cycle(rt, cycle_id)
+        return run_clean_cycle(rt, cycle_id, states)
+    return run_acquire_cycle(rt, cycle_id, states=states)

@@ -34,13 +34,19 @@ RUNNING = (CycleState.created, CycleState.training, CycleState.scoring)
 
 
 def claim(
-    factory: sessionmaker[Session], cycle_id: int, blobs: BlobStore | None = None
+    factory: sessionmaker[Session],
+    cycle_id: int,
+    blobs: BlobStore | None = None,
+    states: Sequence[CycleState] = RUNNING,
 ) -> CycleInputs | None:
     """Move the cycle to ``training`` and snapshot its inputs; None if it needs no work.
-    ``blobs``: where CROWDLAB targets find the last cycle's held-out probabilities."""
+    ``blobs``: where CROWDLAB targets find the last cycle's held-out probabilities.
+    ``states``: a redelivered task takes over a cycle left training or scoring; a re-send
+    by the sweep (``app.cycles.reconcile``) only a ``created`` one, so that it never
+    restarts a run that another copy of the task has begun."""
     with unit_of_work(factory) as db:
         cycle = db.scalar(select(Cycle).where(Cycle.id == cycle_id).with_for_update())
-        if cycle is None or cycle.state not in RUNNING:
+        if cycle is None or cycle.state not in states:
             return None
         cycle.state = CycleState.training
         cycle.attempts += 1

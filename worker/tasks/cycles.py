@@ -4,14 +4,15 @@ from worker.celery_app import celery_app
 
 
 @celery_app.task(name="annoloop.cycles.run", acks_late=True)
-def run_cycle(cycle_id: int) -> str:
+def run_cycle(cycle_id: int, only_created: bool = False) -> str:
     """Train, evaluate, score and queue for one cycle. Idempotent: re-running a finished
-    cycle does nothing, re-running an interrupted one redoes it and writes one queue."""
+    cycle does nothing, re-running an interrupted one redoes it and writes one queue.
+    ``only_created``: a re-send by the API's sweep, which must not take over a run begun."""
     # Imported here so the worker's parent process does not load torch before forking.
     from worker.pipeline.dispatch import run_cycle_of_any_kind
     from worker.pipeline.runtime import runtime
 
-    return run_cycle_of_any_kind(runtime(), cycle_id)
+    return run_cycle_of_any_kind(runtime(), cycle_id, only_created)
 
 
 @celery_app.task(name="annoloop.cycles.advance", acks_late=True)
