@@ -30,6 +30,7 @@ from app.core.tasks import CelerySender, TaskSender, bound_sends
 from app.core.text_input import RefuseNul
 from app.cycles.reconcile import make_sweep
 from app.cycles.router import router as cycles_router
+from app.docs_page import install_docs
 from app.fastpath.hot_path import make_hot_path
 from app.gold.router import router as gold_router
 from app.health.router import router as health_router
@@ -59,17 +60,17 @@ def create_app(
     celery = create_celery(settings)
     bound_sends(celery)
     engine = engine or make_engine(settings.database_url)
-    # FastAPI's /docs and /redoc pages load their scripts from a CDN: not in production,
-    # where the schema stays at /openapi.json for a locally run viewer.
-    production = settings.environment == "production"
+    # FastAPI's /docs and /redoc pages load their scripts from a CDN: /docs is served from
+    # the swagger-ui-bundle package instead (app/docs_page.py), /redoc not at all.
     app = FastAPI(
         lifespan=_lifespan,
         title="annoloop",
         version="0.1.0",
         description="Deep active learning with people in the loop.",
-        docs_url=None if production else "/docs",
-        redoc_url=None if production else "/redoc",
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory or make_session_factory(engine)
@@ -114,7 +115,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, limit_for=_limit_for(settings))
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight)
     # Outside the limits so that their own answers (413, 422, 503) carry the headers too.
-    app.add_middleware(SecurityHeaders, csp_exempt=() if production else ("/docs", "/redoc"))
+    app.add_middleware(SecurityHeaders)
     install_observability(app, settings)  # last: request ids, /metrics, access log
     return app
 

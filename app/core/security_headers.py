@@ -24,24 +24,20 @@ _ALWAYS = [
 
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp, *, csp_exempt: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Pages whose own markup needs more (FastAPI's /docs in development: inline script
-        # and a CDN); they still get every other header.
-        self.csp_exempt = frozenset(csp_exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_csp = scope["path"] not in self.csp_exempt
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 names = {name.lower() for name, _ in headers}
                 headers.extend(h for h in _ALWAYS if h[0] not in names)
-                if with_csp and b"content-security-policy" not in names:
+                if b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", PAGE_CSP.encode()))
                 message = {**message, "headers": headers}
             await send(message)

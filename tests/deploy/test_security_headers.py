@@ -82,21 +82,35 @@ def _production_app(tmp_path: Path, engine: Engine, token: str | None) -> TestCl
     return TestClient(application)
 
 
-def test_production_serves_no_cdn_docs(tmp_path: Path, migrated_engine: Engine) -> None:
-    with _production_app(tmp_path, migrated_engine, None) as client:
-        for path in ("/docs", "/redoc"):
-            r = client.get(path)
-            assert "cdn" not in r.text.lower(), path
-            assert r.headers.get("content-type", "").startswith(("application/json", "text/html"))
-        assert client.get("/openapi.json").status_code == 200
-
-
-def test_development_docs_keep_working(app_client: TestClient) -> None:
-    r = app_client.get("/docs")
+def _docs_served_from_the_package(client: TestClient) -> None:
+    r = client.get("/docs")
     assert r.status_code == 200
-    assert "swagger" in r.text.lower()
-    assert "content-security-policy" not in r.headers
+    assert "cdn" not in r.text.lower()
+    assert "<script>" not in r.text  # no inline script: the page's CSP allows none
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self';" in csp
+    assert "frame-ancestors 'none'" in csp
     assert r.headers["x-frame-options"] == "DENY"
+    for asset in (
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/js/docs.js",
+    ):
+        got = client.get(asset)
+        assert got.status_code == 200, asset
+        assert len(got.content) > 30, asset
+    assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
+    assert client.get("/redoc").status_code == 404
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_production_serves_docs_from_the_package(tmp_path: Path, migrated_engine: Engine) -> None:
+    with _production_app(tmp_path, migrated_engine, None) as client:
+        _docs_served_from_the_package(client)
+
+
+def test_development_docs_are_the_same(app_client: TestClient) -> None:
+    _docs_served_from_the_package(app_client)
 
 
 def test_production_metrics_need_a_token(tmp_path: Path, migrated_engine: Engine) -> None:
