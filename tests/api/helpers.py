@@ -117,3 +117,13 @@ def lease_next(client: TestClient, accounts: Accounts, project_id: int, who: str
     r = client.get(f"/api/v1/projects/{project_id}/next", headers=accounts.h(who))
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+def label_next(client: TestClient, accounts: Accounts, project_id: int, who: str, k: int) -> int:
+    """Lease the next item as ``who`` and label it ``k``; returns the item's id."""
+    item = lease_next(client, accounts, project_id, who)["item"]["id"]
+    r = client.post(
+        f"/api/v1/items/{item}/annotations", json={"class_index": k}, headers=accounts.h(who)
+    )
+    assert r.status_code == 201, r.text
+    return int(item)

@@ -20,7 +20,7 @@ from tests.api.helpers import (
     CLASSES,
     add_member,
     create_project,
-    lease_next,
+    label_next,
     open_batch,
     upload_png,
 )
@@ -29,15 +29,6 @@ from worker.pipeline import transitions
 from worker.pipeline.snapshot import load_inputs
 
 PEOPLE = ("annotator", "outsider", "engineer")
-
-
-def _label(client: TestClient, accounts: Accounts, pid: int, who: str, k: int) -> int:
-    item = lease_next(client, accounts, pid, who)["item"]["id"]
-    r = client.post(
-        f"/api/v1/items/{item}/annotations", json={"class_index": k}, headers=accounts.h(who)
-    )
-    assert r.status_code == 201, r.text
-    return int(item)
 
 
 def _entry(factory: sessionmaker[Session], cycle: int, item: int) -> tuple[str, int, int]:
@@ -61,13 +52,13 @@ def test_an_entry_stops_when_the_lead_reaches_stop_lead(
         add_member(app_client, accounts, pid, who)
     items = [upload_png(app_client, accounts, pid, seed=s)["id"] for s in range(2)]
     cycle = open_batch(factory, pid, items, labels_wanted=5, stop_lead=2)
-    assert _label(app_client, accounts, pid, "annotator", 3) == items[0]
+    assert label_next(app_client, accounts, pid, "annotator", 3) == items[0]
     assert _entry(factory, cycle, items[0]) == ("open", 1, 5)
-    assert _label(app_client, accounts, pid, "outsider", 3) == items[0]
+    assert label_next(app_client, accounts, pid, "outsider", 3) == items[0]
     assert _entry(factory, cycle, items[0]) == ("done", 2, 2)
     # Disagreeing labels: lead 0, still open.
-    assert _label(app_client, accounts, pid, "annotator", 1) == items[1]
-    assert _label(app_client, accounts, pid, "outsider", 2) == items[1]
+    assert label_next(app_client, accounts, pid, "annotator", 1) == items[1]
+    assert label_next(app_client, accounts, pid, "outsider", 2) == items[1]
     assert _entry(factory, cycle, items[1]) == ("open", 2, 5)
 
 
@@ -80,8 +71,8 @@ def test_without_stop_lead_an_entry_wants_all_its_labels(
         add_member(app_client, accounts, pid, who)
     item = upload_png(app_client, accounts, pid, seed=0)["id"]
     cycle = open_batch(factory, pid, [item], labels_wanted=3)
-    _label(app_client, accounts, pid, "annotator", 1)
-    _label(app_client, accounts, pid, "outsider", 1)
+    label_next(app_client, accounts, pid, "annotator", 1)
+    label_next(app_client, accounts, pid, "outsider", 1)
     assert _entry(factory, cycle, item) == ("open", 2, 3)
 
 

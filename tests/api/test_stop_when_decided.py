@@ -8,19 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.queue.models import QueueEntry
-from tests.api.helpers import add_member, create_project, lease_next, open_batch, upload_png
+from tests.api.helpers import (
+    add_member,
+    create_project,
+    label_next,
+    open_batch,
+    upload_png,
+)
 from tests.conftest import BOTH_DB_MODES, Accounts
 
 pytestmark = BOTH_DB_MODES
-
-
-def _label(client: TestClient, accounts: Accounts, pid: int, who: str, k: int) -> int:
-    item = lease_next(client, accounts, pid, who)["item"]["id"]
-    r = client.post(
-        f"/api/v1/items/{item}/annotations", json={"class_index": k}, headers=accounts.h(who)
-    )
-    assert r.status_code == 201, r.text
-    return int(item)
 
 
 def _entries(factory: sessionmaker[Session], cycle: int) -> dict[int, tuple[str, int, int]]:
@@ -41,13 +38,13 @@ def test_two_agreeing_labels_of_three_settle_an_item(
     items = [upload_png(app_client, accounts, pid, seed=s)["id"] for s in range(2)]
     cycle = open_batch(factory, pid, items, labels_wanted=3)
     # Item 0: 1 then 1 — a third label could not outvote them: done after two.
-    assert _label(app_client, accounts, pid, "annotator", 1) == items[0]
+    assert label_next(app_client, accounts, pid, "annotator", 1) == items[0]
     assert _entries(factory, cycle)[items[0]] == ("open", 1, 3)
-    assert _label(app_client, accounts, pid, "outsider", 1) == items[0]
+    assert label_next(app_client, accounts, pid, "outsider", 1) == items[0]
     assert _entries(factory, cycle)[items[0]] == ("done", 2, 2)
     # Item 1: 1 then 2 — undecided, the third label is still wanted.
-    assert _label(app_client, accounts, pid, "annotator", 1) == items[1]
-    assert _label(app_client, accounts, pid, "outsider", 2) == items[1]
+    assert label_next(app_client, accounts, pid, "annotator", 1) == items[1]
+    assert label_next(app_client, accounts, pid, "outsider", 2) == items[1]
     assert _entries(factory, cycle)[items[1]] == ("open", 2, 3)
 
 
@@ -59,6 +56,6 @@ def test_the_rule_can_be_turned_off(
         add_member(app_client, accounts, pid, who)
     item = upload_png(app_client, accounts, pid, seed=0)["id"]
     cycle = open_batch(factory, pid, [item], labels_wanted=3)
-    _label(app_client, accounts, pid, "annotator", 1)
-    _label(app_client, accounts, pid, "outsider", 1)
+    label_next(app_client, accounts, pid, "annotator", 1)
+    label_next(app_client, accounts, pid, "outsider", 1)
     assert _entries(factory, cycle)[item] == ("open", 2, 3)
