@@ -31,6 +31,11 @@ def own_labels(
     return list(db.scalars(stmt, params))
 
 
+def keyed_label(db: Session, annotator_id: int, idempotency_key: str) -> Annotation | None:
+    params = {"annotator_id": annotator_id, "key": idempotency_key}
+    return db.scalars(_OWN_KEYED, params).first()
+
+
 def existing_keys(db: Session, annotator_ids: set[int], keys: set[str]) -> set[tuple[int, str]]:
     if not keys:
         return set()

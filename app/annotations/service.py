@@ -57,17 +57,22 @@ def submit(
     mine = repository.own_labels(db, actor.id, item.id, body.idempotency_key)
     earlier = next((a for a in mine if a.idempotency_key == body.idempotency_key), None)
     if body.idempotency_key is not None and earlier is not None:
-        if earlier.item_id != item.id or earlier.class_index != body.class_index:
-            raise Conflict(
-                "this idempotency key was already used for a different label",
-                code="idempotency_key_reused",
-            )
-        return Submitted(earlier, replayed=True)
+        return _replay(earlier, item, body)
     if item.split is Split.test:
         raise Conflict("test items are labelled by import, not in the queue", code="test_item")
     if any(a.item_id == item.id and a.is_live_human for a in mine):
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled")
-    entry_id = queue.take_lease(db, actor, item)
+    try:
+        entry_id = queue.take_lease(db, actor, item)
+    except Conflict:
+        # A concurrent resend of this key closed the lease after the lookup above (this
+        # statement waited for its commit): a new lookup sees its label.
+        if body.idempotency_key is None:
+            raise
+        keyed = repository.keyed_label(db, actor.id, body.idempotency_key)
+        if keyed is None:
+            raise
+        return _replay(keyed, item, body)
     labelled = queue.record_label(db, entry_id)
     annotation = Annotation(
         item_id=item.id,
@@ -94,6 +99,15 @@ def submit(
         # Cleaning: re-rank with a fine-tuned model every b labels, in the worker.
         send_after_commit(db, REFRESH_TASK, [project.id], "default")
     return Submitted(annotation, replayed=False)
+
+
+def _replay(earlier: Annotation, item: Item, body: AnnotationCreate) -> Submitted:
+    if earlier.item_id != item.id or earlier.class_index != body.class_index:
+        raise Conflict(
+            "this idempotency key was already used for a different label",
+            code="idempotency_key_reused",
+        )
+    return Submitted(earlier, replayed=True)
 
 
 def check_class(project: Project, class_index: int) -> None:

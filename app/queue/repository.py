@@ -292,6 +292,20 @@ def last_human_label(db: Session, project_id: int, annotator_id: int) -> Annotat
     )
 
 
+_RETRACT = (
+    update(Annotation)
+    .where(Annotation.id == bindparam("annotation_id"), Annotation.retracted_at.is_(None))
+    .values(retracted_at=bindparam("now"))
+    .returning(Annotation.id)
+)
+
+
+def retract(db: Session, annotation_id: int, now: datetime) -> bool:
+    """Retract a live label; False when it was retracted already."""
+    params = {"annotation_id": annotation_id, "now": now}
+    return run_plain(db, _RETRACT, params).first() is not None
+
+
 def release_open(db: Session, cycle_id: int, now: datetime) -> None:
     """Cancel the cycle's open entries and close their live leases (outcome ``cancelled``)."""
     open_entries = select(QueueEntry.id).where(

@@ -281,7 +281,12 @@ def undo_last(db: Session, actor: Annotator, project: Project, lease_seconds: in
         raise Conflict(
             "that label's cycle is closed; it can no longer be undone", code="undo_closed"
         )
-    label.retracted_at = utcnow()
+    # The label was read unlocked: a concurrent undo of it may have committed while this one
+    # waited for the entry's lock. Only the undo that still finds it live takes it back.
+    now = utcnow()
+    if not repository.retract(db, label.id, now):
+        raise Conflict("that label was just undone by another request", code="nothing_to_undo")
+    set_committed_value(label, "retracted_at", now)
     entry.labels_received -= 1
     entry.state = QueueState.open
     spend_budget(db, project, -1)
