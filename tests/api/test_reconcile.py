@@ -5,16 +5,19 @@ write can fail too, on a lock held past its timeout or a full disk)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.enums import CycleState, QueueState
+from app.annotations.models import Annotation
+from app.core.db import utcnow
+from app.core.enums import CycleState, LabelSource, QueueState
 from app.cycles.models import Cycle
 from app.cycles.reconcile import Reconciler
-from app.cycles.service import ADVANCE_TASK, RUN_CYCLE_TASK
+from app.cycles.service import ADVANCE_TASK, REFRESH_TASK, RUN_CYCLE_TASK
 from app.queue.models import QueueEntry
 from tests.api.helpers import create_project, open_batch, upload_png
 from tests.conftest import BOTH_DB_MODES, Accounts
@@ -68,3 +71,49 @@ def test_lost_advance_and_run_are_sent_again(
     now[0] = 30
     # only_created: a copy arriving after the original began must not restart its run.
     assert sweep() == [(RUN_CYCLE_TASK, [second, True], "train")]
+
+
+def test_a_lost_refresh_is_sent_again(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    """A cleaning project re-ranks every ``finetune_every`` labels; when that task is lost,
+    the sweep sends it once the labels since the last cycle read its inputs are enough."""
+    pid = create_project(app_client, accounts, kind="clean", finetune_every=2, relabel_budget=10)[
+        "id"
+    ]
+    items = [upload_png(app_client, accounts, pid, seed=s)["id"] for s in range(3)]
+    cycle_id = open_batch(factory, pid, items)
+    with factory() as db:
+        started = utcnow() - timedelta(minutes=5)
+        db.execute(update(Cycle).where(Cycle.id == cycle_id).values(started_at=started))
+        db.commit()
+    now = [0.0]
+    sender = FlakySender(failures=0)
+    sweep = Reconciler(factory, sender, grace_s=1, clock=lambda: now[0]).sweep
+
+    def human_label(item: int, who: str) -> None:
+        with factory() as db:
+            label = Annotation(
+                item_id=item,
+                project_id=pid,
+                annotator_id=accounts.ids[who],
+                class_index=1,
+                source=LabelSource.human,
+                cycle_id=cycle_id,
+            )
+            db.add(label)
+            db.commit()
+
+    human_label(items[0], "annotator")
+    assert sweep() == []
+    now[0] = 5
+    assert sweep() == []  # one label since the cycle read its inputs: not due
+    human_label(items[1], "annotator")
+    assert sweep() == []  # due now, first seen: the grace period runs
+    now[0] = 10
+    assert sweep() == [(REFRESH_TASK, [pid], "default")]
+    with factory() as db:  # a running cycle re-ranks already: nothing owed
+        db.execute(update(Cycle).where(Cycle.id == cycle_id).values(state=CycleState.training))
+        db.commit()
+    now[0] = 30
+    assert sweep() == []
