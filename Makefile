@@ -21,10 +21,12 @@ install: $(STAMP)
 BARE ?= .venv-bare
 BARE_STAMP := $(BARE)/.installed
 
-$(BARE_STAMP): pyproject.toml $(LOCK)
+$(BARE_STAMP): pyproject.toml $(LOCK) $(STAMP)
 	rm -rf $(BARE)
 	$(PY) -m venv $(BARE)
 	$(BARE)/bin/pip install --quiet --upgrade pip
+	# torch and what it needs are hard links to .venv's files, not a second 5.5 GB copy.
+	$(BIN)/python scripts/link_packages.py $(BARE) torch torchvision
 	$(BARE)/bin/pip install --quiet --constraint $(LOCK) .
 	touch $(BARE_STAMP)
 
