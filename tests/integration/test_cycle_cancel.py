@@ -4,13 +4,10 @@ cycle past ``ANNOLOOP_CYCLE_TIME_LIMIT_S`` fails with an error saying so."""
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,65 +16,11 @@ from app.main import create_app
 from tests.backends import fresh_database
 from tests.integration.loop import accounts, bearer, settings_for, wait_cycle, worker_env
 from tests.integration.processes import process, wait_for
+from tests.integration.two_projects import cycle_of, in_state, project, start
 
 pytestmark = pytest.mark.slow
 LIMIT_S = 15
 FREED_WITHIN_S = 10  # cancel → the next cycle claimed: one check interval, a batch, the broker
-
-
-def _project(client: TestClient, h: dict[str, str], name: str, epochs: int, labelled: int) -> int:
-    """An MLP project over 300 feature vectors, ``labelled`` of them labelled; with batches of
-    one, each epoch is ``labelled`` optimizer steps."""
-    r = client.post(
-        "/api/v1/projects",
-        json={
-            "name": name,
-            "classes": ["a", "b"],
-            "model_spec": {
-                "name": "mlp",
-                "input_shape": [8],
-                "hparams": {"epochs": epochs, "batch_size": 1},
-            },
-            "strategy": "entropy",
-            "batch_size": 5,
-        },
-        headers=h,
-    )
-    assert r.status_code == 201, r.text
-    pid = int(r.json()["id"])
-    features = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
-    buf = io.BytesIO()
-    np.savez(buf, features=features, external_ids=np.array([f"f{i}" for i in range(300)]))
-    r = client.post(
-        f"/api/v1/projects/{pid}/items:bulk",
-        files={"archive": ("f.npz", buf.getvalue(), "application/octet-stream")},
-        headers=h,
-    )
-    assert r.status_code == 201, r.text
-    rows = [
-        {"external_id": f"f{i}", "annotator": "seed", "class_index": int(features[i, 0] > 0)}
-        for i in range(labelled)
-    ]
-    r = client.post(f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h)
-    assert r.status_code == 200, r.text
-    return pid
-
-
-def _cycle(client: TestClient, h: dict[str, str], pid: int, cid: int) -> dict[str, Any]:
-    return dict(client.get(f"/api/v1/projects/{pid}/cycles/{cid}", headers=h).json())
-
-
-def _in_state(
-    client: TestClient, h: dict[str, str], pid: int, cid: int, state: str
-) -> dict[str, Any] | None:
-    cycle = _cycle(client, h, pid, cid)
-    return cycle if cycle["state"] == state else None
-
-
-def _start(client: TestClient, h: dict[str, str], pid: int) -> int:
-    r = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
-    assert r.status_code == 202, r.text
-    return int(r.json()["id"])
 
 
 @pytest.mark.parametrize(("db_backend", "broker"), [("postgres", "redis"), ("sqlite", "embedded")])
@@ -93,26 +36,26 @@ def test_cancel_frees_the_worker_and_the_time_limit_fails_a_cycle(
         env = worker_env(settings, ANNOLOOP_CYCLE_TIME_LIMIT_S=str(LIMIT_S))
         with TestClient(create_app(settings, engine=engine)) as client:
             # 200 labelled items x 1000 epochs, one item a step: minutes of training.
-            huge = _project(client, h, "huge", epochs=1000, labelled=200)
-            small = _project(client, h, "small", epochs=2, labelled=20)
+            huge = project(client, h, "huge", epochs=1000, labelled=200)
+            small = project(client, h, "small", epochs=2, labelled=20)
             with process(["worker"], env, log):
-                first = _start(client, h, huge)
+                first = start(client, h, huge)
                 wait_for(
-                    lambda: _cycle(client, h, huge, first)["state"] == "training" or None,
+                    lambda: cycle_of(client, h, huge, first)["state"] == "training" or None,
                     120,
                     "the huge cycle to train",
                     log,
                 )
                 time.sleep(2)  # well inside the training loop
-                other = _start(client, h, small)
+                other = start(client, h, small)
                 time.sleep(2)
-                assert _cycle(client, h, small, other)["state"] == "created"  # waits its turn
+                assert cycle_of(client, h, small, other)["state"] == "created"  # waits its turn
 
                 r = client.post(f"/api/v1/projects/{huge}/cycles/{first}/cancel", headers=h)
                 assert r.json()["state"] == "cancelled", r.text
                 cancelled_at = time.monotonic()
                 wait_for(
-                    lambda: _cycle(client, h, small, other)["state"] != "created" or None,
+                    lambda: cycle_of(client, h, small, other)["state"] != "created" or None,
                     60,
                     "the other project's cycle to start",
                     log,
@@ -120,14 +63,14 @@ def test_cancel_frees_the_worker_and_the_time_limit_fails_a_cycle(
                 freed_after = time.monotonic() - cancelled_at
                 wait_cycle(client, h, small, other, log, timeout=120)
 
-                overdue = _start(client, h, huge)
+                overdue = start(client, h, huge)
                 failed = wait_for(
-                    lambda: _in_state(client, h, huge, overdue, "failed"),
+                    lambda: in_state(client, h, huge, overdue, "failed"),
                     LIMIT_S + 120,
                     "the overdue cycle to fail",
                     log,
                 )
-            cancelled = _cycle(client, h, huge, first)
+            cancelled = cycle_of(client, h, huge, first)
         engine.dispose()
     worker_log = log.read_text(errors="replace")
     assert freed_after < FREED_WITHIN_S, (freed_after, worker_log[-3000:])

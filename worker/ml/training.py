@@ -13,6 +13,7 @@ the CPU; on CUDA some kernels are not bitwise deterministic.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -29,9 +30,19 @@ from worker.ml.config import TrainConfig
 from worker.ml.data import make_loader
 from worker.ml.device import resolve_device
 
-__all__ = ["TrainConfig", "TrainResult", "class_weights", "soft_cross_entropy", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "TrainingPaused",
+    "class_weights",
+    "soft_cross_entropy",
+    "train",
+]
 
 EpochCallback = Callable[[int, nn.Module], None]
+# Asked after each epoch but the last, with the epoch just done: True = stop here, resumably.
+PauseCheck = Callable[[int], bool]
 
 
 @dataclass
@@ -41,6 +52,40 @@ class TrainResult:
     epochs: int
     losses: list[float]
     seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything ``train`` needs to go on after ``epochs_done`` epochs as if it had never
+    stopped: weights, optimizer and schedule, the shuffling generator and the global RNG that
+    dropout draws from. Resuming from it gives the same weights, bit for bit, on the CPU."""
+
+    epochs_done: int
+    losses: list[float]
+    seconds: float
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    loader_rng: Tensor
+    global_rng: Tensor
+    cuda_rng: Tensor | None = None
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(self.__dict__, buffer)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TrainState:
+        return cls(**torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+
+
+class TrainingPaused(Exception):
+    """``train`` stopped after an epoch because ``pause`` said so; ``state`` resumes it."""
+
+    def __init__(self, state: TrainState) -> None:
+        super().__init__(f"paused after epoch {state.epochs_done}")
+        self.state = state
 
 
 def class_weights(targets: Tensor) -> Tensor:
@@ -89,11 +134,16 @@ def train(
     seed: int,
     device: torch.device | str | None = None,
     epoch_callback: EpochCallback | None = None,
+    pause: PauseCheck | None = None,
+    resume: TrainState | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``(x, target)`` items; returns per-epoch mean losses.
 
     ``epoch_callback(epoch, model)`` runs after each epoch (``epoch`` counts from 0); the model
     is put back in train mode afterwards, so the callback may switch it to eval freely.
+    ``pause(epoch)`` runs after each epoch but the last; True raises ``TrainingPaused``, whose
+    state, passed back as ``resume`` with the same model, data, config and seed, goes on from
+    the next epoch.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
@@ -110,11 +160,16 @@ def train(
     scheduler = _make_scheduler(optimizer, config)
     losses: list[float] = []
     start = time.perf_counter()
+    first_epoch = 0
     fork_devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
+        if resume is not None:
+            _restore(resume, model, optimizer, scheduler, loader.generator, dev)
+            losses, first_epoch = list(resume.losses), resume.epochs_done
+            start -= resume.seconds
         model.train()
-        for epoch in range(config.epochs):
+        for epoch in range(first_epoch, config.epochs):
             total, count = 0.0, 0
             for x, target in loader:
                 x = x.to(dev, non_blocking=True)
@@ -130,9 +185,64 @@ def train(
             if epoch_callback is not None:
                 epoch_callback(epoch, model)
                 model.train()
+            if pause is not None and epoch + 1 < config.epochs and pause(epoch):
+                raise TrainingPaused(
+                    _capture(
+                        epoch + 1,
+                        losses,
+                        time.perf_counter() - start,
+                        model,
+                        optimizer,
+                        scheduler,
+                        loader.generator,
+                        dev,
+                    )
+                )
     if not all(math.isfinite(v) for v in losses):
         raise FloatingPointError(f"training diverged: epoch losses {losses}")
     return TrainResult(config.epochs, losses, time.perf_counter() - start)
+
+
+def _capture(
+    epochs_done: int,
+    losses: list[float],
+    seconds: float,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator | None,
+    dev: torch.device,
+) -> TrainState:
+    assert generator is not None  # a shuffled loader always has one (make_loader)
+    return TrainState(
+        epochs_done=epochs_done,
+        losses=list(losses),
+        seconds=seconds,
+        model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        loader_rng=generator.get_state(),
+        global_rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+    )
+
+
+def _restore(
+    state: TrainState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator | None,
+    dev: torch.device,
+) -> None:
+    assert generator is not None
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    generator.set_state(state.loader_rng)
+    torch.set_rng_state(state.global_rng)
+    if state.cuda_rng is not None and dev.type == "cuda":
+        torch.cuda.set_rng_state(state.cuda_rng, dev)
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

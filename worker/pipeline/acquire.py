@@ -23,10 +23,10 @@ from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
-from worker.ml.training import TrainConfig, train
-from worker.pipeline import cancel, shards, transitions
+from worker.ml.training import TrainConfig, TrainingPaused, train
+from worker.pipeline import cancel, fair_share, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
-from worker.pipeline.runtime import Runtime
+from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
 from worker.pipeline.snapshot import CycleInputs
 
@@ -65,9 +65,12 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     cold_start = len(inputs.labelled) == 0
     strategy_name = "random" if cold_start else inputs.strategy
     strategy = get_strategy(strategy_name, **({} if cold_start else inputs.params))
+    paused, resume = fair_share.resumable(rt.factory, rt.blobs, inputs)
+    spent_s = paused.run_s if paused else 0.0
     # Every item read below checks, at most once a second, that the cycle should go on.
-    watch = cancel.watch(rt, inputs.cycle_id, phase="training")
+    watch = cancel.watch(rt, inputs.cycle_id, phase="training", spent_s=spent_s)
     watch.check_now()
+    run_start = time.monotonic()
     pool = LoaderPool(watch.guard(dataset_of(rt, inputs.candidates, spec)), batch_size=SCORE_BATCH)
     metrics: dict[str, Any] = {
         "labelled_items": len(inputs.labelled),
@@ -87,15 +90,41 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         # candidate subset of a large pool, recording the whole pool every epoch is the cost.
         cand = strategy.candidate_indices(len(pool), inputs.seed)
         targets = inputs.training_targets()
-        result = train(
-            model,
-            watch.guard(dataset_of(rt, inputs.labelled, spec, targets)),
-            config,
-            seed=inputs.seed,
-            device=device,
-            epoch_callback=strategy.epoch_callback(pool if cand is None else pool.subset(cand)),
-        )
-        timings["train_s"] = time.perf_counter() - t0
+        epoch_callback = strategy.epoch_callback(pool if cand is None else pool.subset(cand))
+        # A strategy that records during training (dispersion) keeps no state across a pause.
+        share = None
+        if epoch_callback is None:
+            share = fair_share.FairShare(rt.factory, inputs.project_id, rt.settings.cycle_slice_s)
+        try:
+            result = train(
+                model,
+                watch.guard(dataset_of(rt, inputs.labelled, spec, targets)),
+                config,
+                seed=inputs.seed,
+                device=device,
+                epoch_callback=epoch_callback,
+                pause=share,
+                resume=resume,
+            )
+        except TrainingPaused as stop:
+            assert share is not None  # only a FairShare pauses
+            pauses = (paused.pauses if paused else 0) + 1
+            run_s = spent_s + time.monotonic() - run_start
+            sent = fair_share.pause(
+                rt.factory,
+                rt.blobs,
+                sender or celery_sender(),
+                inputs,
+                stop.state,
+                run_s,
+                pauses,
+                share,
+            )
+            return f"paused after epoch {stop.state.epochs_done}" if sent else "cancelled"
+        timings["train_s"] = result.seconds
+        if paused is not None:
+            metrics["pauses"] = paused.pauses
+            metrics["resumed_at_epoch"] = resume.epochs_done if resume else 0
         metrics["train_loss"] = result.losses[-1]
         checkpoint = rt.blobs.put(state_bytes(model))
         t0 = time.perf_counter()

@@ -98,10 +98,17 @@ class CycleWatch:
         return _Guarded(dataset, self)
 
 
-def watch(rt: Runtime, cycle_id: int, *, attempt: int | None = None, phase: str) -> CycleWatch:
-    """A watch with this deployment's time limit."""
+def watch(
+    rt: Runtime, cycle_id: int, *, attempt: int | None = None, phase: str, spent_s: float = 0.0
+) -> CycleWatch:
+    """A watch with this deployment's time limit, less ``spent_s`` the cycle ran before it
+    paused for another project's cycle (``worker.pipeline.fair_share``)."""
     return CycleWatch(
-        rt.factory, cycle_id, rt.settings.cycle_time_limit_s, attempt=attempt, phase=phase
+        rt.factory,
+        cycle_id,
+        rt.settings.cycle_time_limit_s - spent_s,
+        attempt=attempt,
+        phase=phase,
     )
 
 

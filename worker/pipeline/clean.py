@@ -30,7 +30,7 @@ from worker.ml.training import TrainConfig, train
 from worker.pipeline import cancel, crossfit, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
 from worker.pipeline.mixed import mixed_ranking
-from worker.pipeline.runtime import Runtime
+from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.snapshot import CycleInputs, ItemRefs, load_cleaning_state
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
         rt.factory,
         inputs,
         ranked,
-        sender=crossfit.celery_sender(),
+        sender=celery_sender(),
         scores_sha256=rt.blobs.put(artefact),
         metrics=metrics,
         timings=timings,

@@ -44,7 +44,7 @@ from worker.ml.training import TrainConfig
 from worker.pipeline import cancel, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
 from worker.pipeline.mixed import CANDIDATE_PROBS_KEY, mixed_ranking
-from worker.pipeline.runtime import Runtime
+from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import CycleInputs
 
@@ -288,11 +288,3 @@ def _array_bytes(array: np.ndarray) -> bytes:
 
 def _load_array(rt: Runtime, sha256: str) -> np.ndarray:
     return np.asarray(np.load(io.BytesIO(rt.blobs.get(sha256)), allow_pickle=False))
-
-
-def celery_sender() -> TaskSender:
-    # Imported late: the pipeline runs without Celery in tests and benchmarks.
-    from app.core.tasks import CelerySender
-    from worker.celery_app import celery_app
-
-    return CelerySender(celery_app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.core.enums import CycleState, ProjectKind
 from app.cycles.models import Cycle
+from worker.pipeline import fair_share
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.clean import run_clean_cycle
 from worker.pipeline.runtime import Runtime
@@ -19,4 +20,7 @@ def run_cycle_of_any_kind(rt: Runtime, cycle_id: int, only_created: bool = False
         return "no such cycle"
     if kind is ProjectKind.clean:
         return run_clean_cycle(rt, cycle_id, states)
+    if fair_share.gives_way(rt.factory, cycle_id):
+        fair_share.defer(cycle_id)
+        return "giving way to another project's cycle"
     return run_acquire_cycle(rt, cycle_id, states=states)

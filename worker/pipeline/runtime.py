@@ -12,6 +12,7 @@ import app.db_models  # noqa: F401  (mappers)
 from app.core.blobs import BlobStore, open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
+from app.core.tasks import TaskSender
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,12 @@ def build_runtime(settings: Settings) -> Runtime:
 def runtime() -> Runtime:
     """Built lazily in each (forked) worker process, never shared across a fork."""
     return build_runtime(get_settings())
+
+
+def celery_sender() -> TaskSender:
+    """Sends through the worker's Celery app."""
+    # Imported late: the pipeline runs without Celery in tests and benchmarks.
+    from app.core.tasks import CelerySender
+    from worker.celery_app import celery_app
+
+    return CelerySender(celery_app)

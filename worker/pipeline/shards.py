@@ -44,7 +44,7 @@ from worker.ml.strategies import ScoringContext, Selection, merge_shards
 from worker.ml.strategies.base import Arrays
 from worker.pipeline import cancel, transitions
 from worker.pipeline.common import dataset_of, load_state
-from worker.pipeline.runtime import Runtime
+from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import ItemRefs
 
@@ -88,7 +88,7 @@ def dispatch(
     return transitions.change_locked(
         rt.factory,
         plan.inputs.cycle_id,
-        sender or _celery_sender(),
+        sender or celery_sender(),
         change,
         expect=CycleState.training,
     )
@@ -300,11 +300,3 @@ def scores_bytes(candidates: ItemRefs, selection: Selection) -> bytes:
 
 def finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
-
-
-def _celery_sender() -> TaskSender:
-    # Imported late: the pipeline runs without Celery in tests and benchmarks.
-    from app.core.tasks import CelerySender
-    from worker.celery_app import celery_app
-
-    return CelerySender(celery_app)
