@@ -41,8 +41,8 @@ from app.core.config import Settings
 from app.core.enums import CycleState, LabelSource, ProjectKind, QueueState
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
-from app.cycles.repository import ACTIVE
 from app.cycles.service import ADVANCE_TASK, REFRESH_TASK, RUN_CYCLE_TASK, TRAIN_QUEUE
+from app.cycles.states import RUNNING
 from app.projects.models import Project
 from app.queue.models import QueueEntry
 
@@ -69,7 +69,7 @@ def lost_tasks(db: Session) -> Iterator[Task]:
 
 
 def _due_refreshes(db: Session) -> Iterator[Task]:
-    running = exists().where(Cycle.project_id == Project.id, Cycle.state.in_(ACTIVE))
+    running = exists().where(Cycle.project_id == Project.id, Cycle.state.in_(RUNNING))
     projects = select(Project).where(
         Project.kind == ProjectKind.clean, Project.finetune_every.is_not(None), ~running
     )

@@ -111,7 +111,6 @@ def dispatch(
     }
 
     def change(cycle: Cycle) -> list[transitions.Task]:
-        cycle.state = CycleState.scoring
         cycle.checkpoint_sha256 = plan.checkpoint_sha256
         cycle.metrics = {**metrics, "crossfit": crossfit}
         cycle.timings = dict(timings)
@@ -123,6 +122,7 @@ def dispatch(
         sender or celery_sender(),
         change,
         expect=CycleState.training,
+        to=CycleState.scoring,
     )
 
 
@@ -156,8 +156,8 @@ def run_fold(
         return str(stop)
     except Exception as exc:
         log.exception("cycle %s fold %d failed", cycle_id, fold)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"fold {fold}: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"fold {fold}: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     return str(result["probs"])
@@ -241,8 +241,8 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
         )
     except Exception as exc:
         log.exception("cycle %s cross-fitting merge failed", cycle_id)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"merge: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"merge: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     if not opened:

@@ -76,7 +76,6 @@ def dispatch(
     }
 
     def change(cycle: Cycle) -> list[transitions.Task]:
-        cycle.state = CycleState.scoring
         cycle.checkpoint_sha256 = plan.checkpoint_sha256
         cycle.metrics = {**metrics, "sharding": sharding}
         cycle.timings = dict(timings)
@@ -91,6 +90,7 @@ def dispatch(
         sender or _celery_sender(),
         change,
         expect=CycleState.training,
+        to=CycleState.scoring,
     )
 
 
@@ -142,8 +142,8 @@ def run_shard(
         return str(stop)
     except Exception as exc:
         log.exception("cycle %s shard %d failed", cycle_id, index)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"shard {index}: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"shard {index}: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     return str(result["sha256"])
@@ -179,12 +179,12 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
             "shards_s": sum(float(d["seconds"]) for d in done.values()),
             "score_s": time.time() - float(sharding["dispatched_at"]),
         }
-        opened = transitions.open_queue_for_attempt(
+        opened = transitions.open_queue(
             rt.factory,
             plan.inputs,
-            attempt,
             item_ids,
             scores,
+            attempt=attempt,
             scores_sha256=scores_blob,
             metrics=metrics,
             timings=timings,
@@ -192,8 +192,8 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
         )
     except Exception as exc:
         log.exception("cycle %s merge failed", cycle_id)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"merge: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"merge: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     if not opened:
