@@ -1,7 +1,10 @@
 """The Celery application: queues, reliability settings, and the task modules to load.
 
 Importing this module does not import torch: the API uses the same app to *send* tasks by
-name. Only a worker process loads ``worker.tasks`` (via ``include``).
+name. Only a worker process loads ``worker.tasks`` (via ``include``). Nor does it create
+folders: a worker makes the embedded setup's folders when it starts (``worker_init``), the
+blob store makes a blob's folder when it first writes one, and importing the module from
+any directory (a test, a script, a shell) leaves that directory as it was.
 
 Reliability: ``acks_late`` + ``prefetch 1`` + ``reject_on_worker_lost`` means a task is only
 acknowledged after it finished, and a worker killed mid-task gives its message back to the
@@ -11,7 +14,7 @@ broker; tasks are idempotent, so a redelivery produces one result.
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from kombu import Queue
 
 from app.core.config import Settings, get_settings
@@ -21,7 +24,6 @@ QUEUES = ("default", "train", "score")
 
 
 def create_celery(settings: Settings) -> Celery:
-    settings.ensure_dirs()
     app = Celery(
         "annoloop",
         broker=settings.broker_url,
@@ -67,6 +69,13 @@ def _transport_options(settings: Settings) -> dict[str, object]:
 
 celery_app = create_celery(get_settings())
 connect_worker_signals()  # JSON logs, task ids on log lines, worker metrics
+
+
+@worker_init.connect
+def _make_dirs(sender: object = None, **kwargs: object) -> None:
+    # The embedded broker's and results' SQLite files need their folder before the worker
+    # connects; the API makes them in create_app.
+    get_settings().ensure_dirs()
 
 
 @worker_ready.connect
