@@ -18,9 +18,8 @@ from celery.signals import worker_init, worker_ready
 from kombu import Queue
 
 from app.core.config import Settings, get_settings
+from app.core.task_names import ALL_TASKS, DEFAULT_QUEUE, QUEUES
 from app.observability.celery_signals import connect_worker_signals
-
-QUEUES = ("default", "train", "score")
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -34,19 +33,9 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue="default",
+        task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(name) for name in QUEUES],
-        task_routes={
-            "annoloop.cycles.run": {"queue": "train"},
-            "annoloop.cycles.advance": {"queue": "default"},
-            "annoloop.cycles.refresh": {"queue": "default"},
-            # Sharded scoring: any worker on "score" (GPU hosts) takes shards and the merge.
-            "annoloop.scoring.shard": {"queue": "score"},
-            "annoloop.scoring.merge": {"queue": "score"},
-            # Cleaning's fold models train wherever cycles train.
-            "annoloop.cleaning.fold": {"queue": "train"},
-            "annoloop.cleaning.merge": {"queue": "train"},
-        },
+        task_routes={task.name: {"queue": task.queue} for task in ALL_TASKS},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

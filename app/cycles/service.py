@@ -11,6 +11,7 @@ from app.auth.models import Annotator
 from app.core.db import utcnow
 from app.core.enums import CycleState, ProjectKind
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.task_names import RUN_CYCLE
 from app.core.tasks import send_after_commit
 from app.cycles import repository
 from app.cycles.models import Cycle
@@ -20,11 +21,6 @@ from app.projects.models import Project
 from app.projects.schemas import check_strategy
 from app.queue import repository as queue
 from worker.ml.strategy_params import ParamsError, check_params
-
-RUN_CYCLE_TASK = "annoloop.cycles.run"
-ADVANCE_TASK = "annoloop.cycles.advance"
-REFRESH_TASK = "annoloop.cycles.refresh"
-TRAIN_QUEUE = "train"
 
 
 def start(db: Session, actor: Annotator | None, project: Project, body: CycleCreate) -> Cycle:
@@ -64,7 +60,7 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         db.flush()
     except IntegrityError as exc:  # two starts raced for the same number
         raise Conflict("another cycle was started at the same time", code="cycle_running") from exc
-    send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
+    send_after_commit(db, *RUN_CYCLE.message([cycle.id]))
     return cycle
 
 
@@ -106,7 +102,7 @@ def retry(db: Session, cycle: Cycle) -> Cycle:
     if running is not None and running.id != cycle.id:
         raise Conflict(f"cycle {running.number} is running", code="cycle_running")
     transition_or_409(db, cycle, CycleState.created, action="retry", error=None, finished_at=None)
-    send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
+    send_after_commit(db, *RUN_CYCLE.message([cycle.id]))
     return cycle
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.core.enums import CycleState
+from app.core.task_names import CLEANING_FOLD, CLEANING_MERGE
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from worker.ml.cleaning import cleaning_scores, cross_entropy
@@ -49,9 +50,6 @@ from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import CycleInputs
 
 log = logging.getLogger(__name__)
-FOLD_TASK = "annoloop.cleaning.fold"
-MERGE_TASK = "annoloop.cleaning.merge"
-TRAIN_QUEUE = "train"
 FOLDS_KEY = "folds"  # ScoringPlan.recorded: (L,) fold of each labelled item
 
 
@@ -114,7 +112,7 @@ def dispatch(
         cycle.checkpoint_sha256 = plan.checkpoint_sha256
         cycle.metrics = {**metrics, "crossfit": crossfit}
         cycle.timings = dict(timings)
-        return [(FOLD_TASK, [cycle.id, cycle.attempts, i], TRAIN_QUEUE) for i in range(k)]
+        return [CLEANING_FOLD.message([cycle.id, cycle.attempts, i]) for i in range(k)]
 
     return transitions.change_locked(
         rt.factory,
@@ -149,7 +147,7 @@ def run_fold(
             fold,
             result,
             total=int(crossfit["folds"]),
-            then=(MERGE_TASK, [cycle_id, attempt], TRAIN_QUEUE),
+            then=CLEANING_MERGE.message([cycle_id, attempt]),
         )
     except cancel.CycleStopped as stop:
         log.info("cycle %s fold %d stopped: %s", cycle_id, fold, stop)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from app.core.enums import CycleState
+from app.core.task_names import SCORE_MERGE, SCORE_SHARD
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from worker.ml.data import LoaderPool
@@ -49,9 +50,6 @@ from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import ItemRefs
 
 log = logging.getLogger(__name__)
-SHARD_TASK = "annoloop.scoring.shard"
-MERGE_TASK = "annoloop.scoring.merge"
-SCORE_QUEUE = "score"
 
 
 def wanted(shard_size: int, scored: int) -> bool:
@@ -80,7 +78,7 @@ def dispatch(
         cycle.metrics = {**metrics, "sharding": sharding}
         cycle.timings = dict(timings)
         return [
-            (SHARD_TASK, [cycle.id, cycle.attempts, index, start, stop], SCORE_QUEUE)
+            SCORE_SHARD.message([cycle.id, cycle.attempts, index, start, stop])
             for index, (start, stop) in enumerate(plan.bounds)
         ]
 
@@ -135,7 +133,7 @@ def run_shard(
             index,
             result,
             total=len(sharding["shards"]),
-            then=(MERGE_TASK, [cycle_id, attempt], SCORE_QUEUE),
+            then=SCORE_MERGE.message([cycle_id, attempt]),
         )
     except cancel.CycleStopped as stop:
         log.info("cycle %s shard %d stopped: %s", cycle_id, index, stop)
