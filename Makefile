@@ -63,6 +63,12 @@ browser:
 test: lint browser runtime
 	ANNOLOOP_TEST_RUNTIME_PYTHON=$(abspath $(BARE))/bin/python $(BIN)/pytest
 
+# The inner loop, a few minutes: no slow tests, no browser, SQLite only (tests marked redis
+# still want Redis). `make test`, which CI runs, runs everything.
+.PHONY: test-fast
+test-fast: install
+	ANNOLOOP_TEST_BACKENDS=sqlite $(BIN)/pytest -m 'not slow' --ignore=tests/browser
+
 bench: install
 	$(BIN)/python -m worker.bench
 

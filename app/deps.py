@@ -19,7 +19,7 @@ from app.auth.service import authenticate
 from app.core.blobs import BlobStore
 from app.core.client_address import client_address
 from app.core.config import Settings
-from app.core.db import serialises_writers
+from app.core.db import serialises_writers, transaction
 from app.core.enums import Role
 from app.core.errors import Forbidden, TooManyRequests, Unauthorized
 from app.core.ratelimit import RateLimiter, auth_failure_key, refuse_past_limit
@@ -61,13 +61,8 @@ async def get_db(request: Request) -> AsyncIterator[Session]:
 
 
 def _finish(session: Session) -> None:
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    with transaction(session):
+        pass
 
 
 def _abort(session: Session) -> None:
@@ -91,17 +86,9 @@ async def in_own_session(request: Request, work: Callable[..., T], *args: Any) -
     sender = request.app.state.task_sender
 
     def run() -> T:
-        session: Session = factory()
-        bind_sender(session, sender)
-        try:
-            out = work(session, *args)
-            session.commit()
-            return out
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with transaction(factory()) as session:
+            bind_sender(session, sender)
+            return work(session, *args)
 
     if request.app.state.engine.dialect.name == "sqlite":
         # The request's context (its id, bound to every log line) goes along, as

@@ -32,21 +32,21 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import suppress
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+
+from app.core.processes import free_port, started, wait_healthy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,12 +75,6 @@ def _data_path(arg: str | None) -> Path:
     return base / "music.npz"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ok(r: httpx.Response) -> Any:
     if r.status_code >= 400:
         raise RuntimeError(f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text}")
@@ -103,6 +97,7 @@ class Server:
         self.cli = [sys.executable, "-m", "app.cli"]
         self.log = data_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._running = ExitStack()
         self.url = ""
         self.token = ""
 
@@ -120,41 +115,22 @@ class Server:
     def start(self) -> None:
         self._run("migrate")
         self.token = self._run("create-admin", "--name", "bench-admin").strip().splitlines()[-1]
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
+        # One process group: the API and its worker stop together.
+        self.proc = self._running.enter_context(
+            started(
                 [*self.cli, "up", "--port", str(port)],
+                self.env,
+                self.log,
                 cwd=self.code,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # one process group: API + worker stop together
+                stop_timeout=60,
             )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"annoloop up exited: {tail}")
-            with suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"annoloop up did not answer on {self.url}")
+        )
+        wait_healthy(self.url, self.proc, self.log)
 
     def stop(self) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        self._running.close()
 
 
 class Crowd:

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +24,7 @@ from app.cli import migrate
 from app.core.config import DEFAULT_SECRET
 from app.core.db import make_engine, make_session_factory, unit_of_work
 from app.core.enums import CycleState, ProjectKind, Role, Split
+from app.core.processes import cli, free_port, started, wait_healthy
 from app.cycles.models import Cycle
 from app.items.models import Item
 from app.queue.models import QueueEntry
@@ -56,52 +52,10 @@ class World:
     annotators: list[tuple[int, str]]  # (annotator id, token)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOLOOP_")}
     env.update({"ANNOLOOP_ENVIRONMENT": "test", **NO_RATE_LIMITS, **extra})
     return env
-
-
-@contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"the API did not come up:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -142,9 +96,9 @@ def postgres_server(admin_url: str, redis_url: str, workdir: Path) -> Iterator[S
         )
         log = workdir / "api.log"
         args = ["api", "--port", str(port), "--workers", "2"]
-        with _process(args, env, log) as proc:
+        with started(cli(*args), env, log) as proc:
             base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base, proc, log)
+            wait_healthy(base, proc, log, 90)
             yield Server(base, db_url, log, _descendants(proc.pid))
     finally:
         with admin.connect() as conn:
@@ -160,9 +114,9 @@ def embedded_server(workdir: Path) -> Iterator[Server]:
     port = free_port()
     env = _env({"ANNOLOOP_DATA_DIR": str(data)})
     log = workdir / "up.log"
-    with _process(["up", "--port", str(port)], env, log) as proc:
+    with started(cli("up", "--port", str(port)), env, log) as proc:
         base = f"http://127.0.0.1:{port}"
-        _wait_healthy(base, proc, log)
+        wait_healthy(base, proc, log, 90)
         db_url = f"sqlite:///{data.resolve() / 'annoloop.sqlite'}"
         yield Server(base, db_url, log, _descendants(proc.pid))
 

@@ -25,11 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_load_setup import _accounts, _env, _process, _wait_healthy, free_port, workdir
+from bench_load_setup import _accounts, _env, workdir
 
 from app.cli import migrate
 from app.core.config import Settings
 from app.core.db import make_engine
+from app.core.processes import cli, free_port, started, wait_healthy
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -63,8 +64,8 @@ def measure(rows: int, side: int, tmp: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     log = tmp / f"api-{rows}.log"
     env = _env({"ANNOLOOP_DATA_DIR": str(data), "ANNOLOOP_DATABASE_URL": db_url})
-    with _process(["api", "--port", str(port)], env, log) as proc:
-        _wait_healthy(base, proc, log)
+    with started(cli("api", "--port", str(port)), env, log) as proc:
+        wait_healthy(base, proc, log, 90)
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=1800
         ) as http:

@@ -17,8 +17,10 @@ from app.auth.service import create_annotator, issue_token
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.core.enums import Role
+from app.core.tasks import bind_sender
 from app.main import create_app
 from tests.backends import BACKENDS, fresh_database
+from tests.services import RecordingSender
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -81,6 +83,21 @@ def factory(migrated_engine: Engine, connection: Connection | None) -> sessionma
     return sessionmaker(
         bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
     )
+
+
+@pytest.fixture
+def sender() -> RecordingSender:
+    return RecordingSender()
+
+
+@pytest.fixture
+def db(factory: sessionmaker[Session], sender: RecordingSender) -> Iterator[Session]:
+    """A session for service-level tests (``tests/<domain>/``): it works inside the test's
+    one transaction, rolled back at the end (its commits are savepoints), with ``sender``
+    recording the tasks sent after a commit."""
+    with factory() as session:
+        bind_sender(session, sender)
+        yield session
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ check fails, unless ``--no-fail``. ``--quick`` is a small CI smoke run: exactnes
 structure are judged, timings are printed but marked SMOKE (small pools are dominated by
 per-call overheads and CI machines are noisy).
 
-Data: ``mnist10k.npz`` / ``cifar10h.npz`` from ``--data-dir`` (default ``$ANNOLOOP_BENCH_DATA``
-or ``shared/data`` beside the checkout); seeded random images stand in when a file is missing
-(stated in the output). Models are ``build_model`` (small CNN, ResNet-18) with seed-0 random
-weights.
+Data: ``mnist10k.npz`` / ``cifar10h.npz`` from ``--data-dir`` (default ``$ANNOLOOP_BENCH_DATA``,
+else ``$ANNOLOOP_SHARED_DATA``, else ``shared/data`` beside the checkout); seeded random
+images stand in when a file is missing (stated in the output). Models are ``build_model``
+(small CNN, ResNet-18) with seed-0 random weights. The k-center memory check runs
+``worker.bench_memory`` in a process of its own.
 """
 
 from __future__ import annotations
@@ -388,48 +389,17 @@ def bench_noise(cfg: Config) -> list[Row]:
     ]
 
 
-_MEM_PROBE = r"""
-import json, re, resource, sys, time, torch
-torch.set_num_threads(int(sys.argv[4]))
-from worker.ml.kernels.kcenter import greedy_k_center
-
-def status_kib(key):
-    return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1))
-
-n, d, b = (int(v) for v in sys.argv[1:4])
-x = torch.randn((n, d), generator=torch.Generator().manual_seed(0))
-greedy_k_center(x[:64], 4)  # warm-up: lazy initialisation is not the kernel's memory
-try:
-    # Reset the kernel's peak-RSS mark (VmHWM) to the current RSS, so the peak after the call
-    # is the call's own peak.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    method = "VmHWM after - VmRSS before (peak reset via clear_refs)"
-    before = status_kib("VmRSS")
-except OSError:
-    method = "ru_maxrss delta"
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
-idx = greedy_k_center(x, b)
-t = time.perf_counter() - t
-if method.startswith("VmHWM"):
-    after = status_kib("VmHWM")
-else:
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"delta_kib": after - before, "seconds": t, "picked": int(idx.numel()),
-                  "method": method, "features_mib": x.numel() * 4 / 2**20}))
-"""
-
-
 def bench_kcenter(cfg: Config) -> list[Row]:
     rows: list[Row] = []
     n, d, b = cfg.kc_big
-    # Peak RSS growth of a fresh process across the call: it sees every allocation torch makes
-    # on the CPU (tracemalloc does not). The features themselves exist before the call. Only
-    # Linux offers /proc/self/clear_refs; elsewhere the ru_maxrss delta can under-count (a peak
-    # reached before the call hides the call's own).
+    # A process of its own: see worker/bench_memory.py.
     proc = subprocess.run(
-        [sys.executable, "-c", _MEM_PROBE, str(n), str(d), str(b), str(torch.get_num_threads())],
+        [
+            sys.executable,
+            "-m",
+            "worker.bench_memory",
+            *(str(v) for v in (n, d, b, torch.get_num_threads())),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -581,7 +551,8 @@ def _print_table(rows: list[Row]) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     default = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout
-    data_dir = Path(args.data_dir or os.environ.get("ANNOLOOP_BENCH_DATA", default))
+    setting = os.environ.get("ANNOLOOP_BENCH_DATA") or os.environ.get("ANNOLOOP_SHARED_DATA")
+    data_dir = Path(args.data_dir or setting or default)
     device = torch.device(args.device)
     if args.quick:
         return Config(

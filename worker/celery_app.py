@@ -1,7 +1,10 @@
 """The Celery application: queues, reliability settings, and the task modules to load.
 
 Importing this module does not import torch: the API uses the same app to *send* tasks by
-name. Only a worker process loads ``worker.tasks`` (via ``include``).
+name. Only a worker process loads ``worker.tasks`` (via ``include``). Nor does it create
+folders: a worker makes the embedded setup's folders when it starts (``worker_init``), the
+blob store makes a blob's folder when it first writes one, and importing the module from
+any directory (a test, a script, a shell) leaves that directory as it was.
 
 Reliability: ``acks_late`` + ``prefetch 1`` + ``reject_on_worker_lost`` means a task is only
 acknowledged after it finished, and a worker killed mid-task gives its message back to the
@@ -11,17 +14,15 @@ broker; tasks are idempotent, so a redelivery produces one result.
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from kombu import Queue
 
 from app.core.config import Settings, get_settings
+from app.core.task_names import ALL_TASKS, DEFAULT_QUEUE, QUEUES
 from app.observability.celery_signals import connect_worker_signals
-
-QUEUES = ("default", "train", "score")
 
 
 def create_celery(settings: Settings) -> Celery:
-    settings.ensure_dirs()
     app = Celery(
         "annoloop",
         broker=settings.broker_url,
@@ -32,19 +33,9 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue="default",
+        task_default_queue=DEFAULT_QUEUE,
         task_queues=[Queue(name) for name in QUEUES],
-        task_routes={
-            "annoloop.cycles.run": {"queue": "train"},
-            "annoloop.cycles.advance": {"queue": "default"},
-            "annoloop.cycles.refresh": {"queue": "default"},
-            # Sharded scoring: any worker on "score" (GPU hosts) takes shards and the merge.
-            "annoloop.scoring.shard": {"queue": "score"},
-            "annoloop.scoring.merge": {"queue": "score"},
-            # Cleaning's fold models train wherever cycles train.
-            "annoloop.cleaning.fold": {"queue": "train"},
-            "annoloop.cleaning.merge": {"queue": "train"},
-        },
+        task_routes={task.name: {"queue": task.queue} for task in ALL_TASKS},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -67,6 +58,13 @@ def _transport_options(settings: Settings) -> dict[str, object]:
 
 celery_app = create_celery(get_settings())
 connect_worker_signals()  # JSON logs, task ids on log lines, worker metrics
+
+
+@worker_init.connect
+def _make_dirs(sender: object = None, **kwargs: object) -> None:
+    # The embedded broker's and results' SQLite files need their folder before the worker
+    # connects; the API makes them in create_app.
+    get_settings().ensure_dirs()
 
 
 @worker_ready.connect

@@ -17,8 +17,8 @@ from sqlalchemy import select
 
 from app.core.config import get_settings
 from app.core.enums import CycleState
+from app.core.task_names import RUN_CYCLE
 from app.cycles.models import Cycle
-from app.cycles.service import RUN_CYCLE_TASK, TRAIN_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -41,5 +41,5 @@ def resend_orphaned_cycles(sender: Any = None, **_: Any) -> list[int]:
     for cycle_id in orphaned:
         log.warning("re-sending cycle %s, left running by a stopped worker", cycle_id)
         if app is not None:
-            app.send_task(RUN_CYCLE_TASK, args=[cycle_id], queue=TRAIN_QUEUE)
+            app.send_task(RUN_CYCLE.name, args=[cycle_id], queue=RUN_CYCLE.queue)
     return orphaned

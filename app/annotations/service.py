@@ -21,9 +21,9 @@ from app.auth.models import Annotator
 from app.auth.service import get_or_create_importer
 from app.core.enums import LabelSource, ProjectKind, Split
 from app.core.errors import Conflict, Unprocessable
+from app.core.task_names import ADVANCE, REFRESH
 from app.core.tasks import send_after_commit
 from app.cycles import repository as cycle_repo
-from app.cycles.service import ADVANCE_TASK, REFRESH_TASK
 from app.items import repository as items
 from app.items.models import Item
 from app.projects.models import Project
@@ -94,10 +94,10 @@ def submit(
         labelled = queue.stop_if_decided(db, project, labelled, repository.live_votes(db, item.id))
     queue.spend_budget(db, project)
     if labelled.entry_done and not cycle_repo.has_open_entry(db, project.id, labelled.cycle_id):
-        send_after_commit(db, ADVANCE_TASK, [project.id], "default")
+        send_after_commit(db, *ADVANCE.message([project.id]))
     elif project.finetune_every and project.labels_spent % project.finetune_every == 0:
         # Cleaning: re-rank with a fine-tuned model every b labels, in the worker.
-        send_after_commit(db, REFRESH_TASK, [project.id], "default")
+        send_after_commit(db, *REFRESH.message([project.id]))
     return Submitted(annotation, replayed=False)
 
 

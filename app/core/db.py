@@ -12,7 +12,7 @@ the embedded setup wants (queue leases must not race).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,9 +130,10 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit when the block succeeds, roll back when it raises."""
-    session = factory()
+def transaction(session: Session) -> Iterator[Session]:
+    """The unit of work on ``session``: committed when the block succeeds, rolled back when
+    the block or the commit raises, closed either way. The one place a boundary (a worker
+    task, a request, a command) commits; services and repositories never do."""
     try:
         yield session
         session.commit()
@@ -141,3 +142,8 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def unit_of_work(factory: sessionmaker[Session]) -> AbstractContextManager[Session]:
+    """``transaction`` on a new session from ``factory``."""
+    return transaction(factory())

@@ -13,15 +13,11 @@ body takes its slot only once the body has arrived, so slow uploads do not hold 
 when its response starts, so slow downloads hold none either: whatever a route streams
 must therefore be read from the database before it returns. The bound is small
 because one process is bound by its GIL: a request costs a few ms of Python, so a handful
-in flight keep it busy, and more only queue on threads and row locks instead (measured
-with ``scripts/bench_load.py``, 50 clients: 8 gave more labels/s and a shorter tail than 32,
-on SQLite and on Postgres). Once the annotator's routes ran in one thread hop each, 4 did
-better still: 20-s runs on the same loaded machine, Postgres 78 labels/s with 8 → 121 with
-4 (124 with 2), SQLite 96 → 103 (101 with 2). Every extra thread in flight waits for the
-GIL (handed over every 5 ms) after each SQL round trip, and a transaction waiting there
-keeps its row locks: the project row (the budget counter) that every submit updates.
-On the Postgres hot path (``app.fastpath``) requests hold no thread; there 8 gave about
-10 % more labels/s with a 15 % longer p99 (docs/reliability.md), and 4 stays the default.
+in flight keep it busy, and more only queue on threads and row locks instead. Every extra
+thread in flight waits for the GIL after each SQL round trip, and a transaction waiting
+there keeps its row locks: the project row (the budget counter) that every submit updates.
+The default, 4, and the runs that chose it (``scripts/bench_load.py``, on both databases
+and on the Postgres hot path): docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -41,9 +41,10 @@ class CelerySender:
 
 
 # The API process sends after a commit, while the client waits for its answer. Celery's
-# defaults retry a down Redis result store 20 times a second apart: a label submitted during
-# a broker outage took 19 s. A send that fails is not lost (``app.cycles.reconcile`` sends
-# it again), so the API gives up within about a second.
+# defaults retry a down Redis result store 20 times a second apart, which held a label
+# submitted during a broker outage for many seconds (docs/reliability.md). A send that fails
+# is not lost (``app.cycles.reconcile`` sends it again), so the API gives up within about a
+# second.
 _QUICK_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
 SEND_TIMEOUT_S = 2
 

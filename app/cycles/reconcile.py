@@ -39,15 +39,15 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from app.annotations.models import Annotation
 from app.core.config import Settings
 from app.core.enums import CycleState, LabelSource, ProjectKind, QueueState
+from app.core.task_names import ADVANCE, REFRESH, RUN_CYCLE, Message
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
-from app.cycles.repository import ACTIVE
-from app.cycles.service import ADVANCE_TASK, REFRESH_TASK, RUN_CYCLE_TASK, TRAIN_QUEUE
+from app.cycles.states import RUNNING
 from app.projects.models import Project
 from app.queue.models import QueueEntry
 
 log = logging.getLogger(__name__)
-Task = tuple[str, list[Any], str]
+Task = Message
 
 
 def lost_tasks(db: Session) -> Iterator[Task]:
@@ -62,14 +62,14 @@ def lost_tasks(db: Session) -> Iterator[Task]:
         Cycle.state == CycleState.labeling, latest, entry(QueueState.done), ~entry(QueueState.open)
     )
     for project_id in db.scalars(labelled):
-        yield ADVANCE_TASK, [project_id], "default"
+        yield ADVANCE.message([project_id])
     for cycle_id in db.scalars(select(Cycle.id).where(Cycle.state == CycleState.created)):
-        yield RUN_CYCLE_TASK, [cycle_id, True], TRAIN_QUEUE
+        yield RUN_CYCLE.message([cycle_id, True])
     yield from _due_refreshes(db)
 
 
 def _due_refreshes(db: Session) -> Iterator[Task]:
-    running = exists().where(Cycle.project_id == Project.id, Cycle.state.in_(ACTIVE))
+    running = exists().where(Cycle.project_id == Project.id, Cycle.state.in_(RUNNING))
     projects = select(Project).where(
         Project.kind == ProjectKind.clean, Project.finetune_every.is_not(None), ~running
     )
@@ -92,7 +92,7 @@ def _due_refreshes(db: Session) -> Iterator[Task]:
         )
         assert project.finetune_every is not None
         if (since or 0) >= project.finetune_every:
-            yield REFRESH_TASK, [project.id], "default"
+            yield REFRESH.message([project.id])
 
 
 @dataclass

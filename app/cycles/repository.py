@@ -5,12 +5,11 @@ from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
 from app.core.db import run_plain
-from app.core.enums import CycleState, QueueState, Split
+from app.core.enums import QueueState, Split
 from app.cycles.models import Cycle
+from app.cycles.states import RUNNING
 from app.items.models import Item
 from app.queue.models import QueueEntry
-
-ACTIVE = (CycleState.created, CycleState.training, CycleState.scoring)
 
 
 def for_project(db: Session, project_id: int) -> list[Cycle]:
@@ -20,7 +19,7 @@ def for_project(db: Session, project_id: int) -> list[Cycle]:
 
 
 def active(db: Session, project_id: int) -> Cycle | None:
-    stmt = select(Cycle).where(Cycle.project_id == project_id, Cycle.state.in_(ACTIVE))
+    stmt = select(Cycle).where(Cycle.project_id == project_id, Cycle.state.in_(RUNNING))
     return db.scalar(stmt)
 
 

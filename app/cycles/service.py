@@ -11,19 +11,16 @@ from app.auth.models import Annotator
 from app.core.db import utcnow
 from app.core.enums import CycleState, ProjectKind
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.task_names import RUN_CYCLE
 from app.core.tasks import send_after_commit
 from app.cycles import repository
 from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
+from app.cycles.states import transition, transition_or_409
 from app.projects.models import Project
 from app.projects.schemas import check_strategy
 from app.queue import repository as queue
 from worker.ml.strategy_params import ParamsError, check_params
-
-RUN_CYCLE_TASK = "annoloop.cycles.run"
-ADVANCE_TASK = "annoloop.cycles.advance"
-REFRESH_TASK = "annoloop.cycles.refresh"
-TRAIN_QUEUE = "train"
 
 
 def start(db: Session, actor: Annotator | None, project: Project, body: CycleCreate) -> Cycle:
@@ -63,7 +60,7 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         db.flush()
     except IntegrityError as exc:  # two starts raced for the same number
         raise Conflict("another cycle was started at the same time", code="cycle_running") from exc
-    send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
+    send_after_commit(db, *RUN_CYCLE.message([cycle.id]))
     return cycle
 
 
@@ -101,16 +98,20 @@ def get(db: Session, project: Project, cycle_id: int) -> Cycle:
 
 def retry(db: Session, cycle: Cycle) -> Cycle:
     """A failed cycle (or one whose task never reached the broker) goes back to the worker."""
-    if cycle.state not in (CycleState.failed, CycleState.created):
-        raise Conflict(f"cycle is {cycle.state.value}; only failed cycles are retried")
     running = repository.active(db, cycle.project_id)
     if running is not None and running.id != cycle.id:
         raise Conflict(f"cycle {running.number} is running", code="cycle_running")
-    cycle.state = CycleState.created
-    cycle.error = None
-    cycle.finished_at = None
-    db.flush()
-    send_after_commit(db, RUN_CYCLE_TASK, [cycle.id], TRAIN_QUEUE)
+    # Only these: ``training`` may also go back to ``created``, but only by pausing.
+    transition_or_409(
+        db,
+        cycle,
+        CycleState.created,
+        action="retry",
+        expect=(CycleState.created, CycleState.failed),
+        error=None,
+        finished_at=None,
+    )
+    send_after_commit(db, *RUN_CYCLE.message([cycle.id]))
     return cycle
 
 
@@ -118,12 +119,10 @@ def cancel(db: Session, cycle: Cycle) -> Cycle:
     """Cancel the cycle, its open queue entries and their live leases, so nobody is served or
     can label a cancelled item (a lease left open kept the item on an annotator's page, and a
     later cycle queuing it again made their next lease collide with it)."""
-    db.refresh(cycle, with_for_update=True)  # the state read below is the one we change
-    if cycle.state in (CycleState.completed, CycleState.failed, CycleState.cancelled):
-        raise Conflict(f"cycle is already {cycle.state.value}")
     now = utcnow()
-    cycle.state = CycleState.cancelled
-    cycle.finished_at = now
+    # The update holds the cycle's row until the commit: a worker opening the queue waits,
+    # then finds the cycle cancelled and writes nothing.
+    transition_or_409(db, cycle, CycleState.cancelled, action="cancel", finished_at=now)
     queue.release_open(db, cycle.id, now)
     db.flush()
     return cycle
@@ -141,9 +140,9 @@ def complete_if_labelled(db: Session, project_id: int) -> Cycle | None:
         return None
     if repository.open_entries(db, current.id) > 0:
         return None
-    current.state = CycleState.completed
-    current.finished_at = utcnow()
-    db.flush()
+    if not transition(db, current.id, CycleState.completed, finished_at=utcnow()):
+        return None
+    db.refresh(current)
     # Cleaning goes on until its relabel budget is spent; acquisition only on request.
     if project.kind is ProjectKind.acquire and not project.auto_advance:
         return None

@@ -15,8 +15,8 @@ from app.annotations.schemas import AnnotationCreate, AnnotationOut
 from app.core.db import utcnow
 from app.core.errors import Conflict, TooManyRequests
 from app.core.ratelimit import AsyncRateLimiter
+from app.core.task_names import ADVANCE, REFRESH
 from app.core.tasks import TaskSender
-from app.cycles.service import ADVANCE_TASK, REFRESH_TASK
 from app.fastpath.caller import Gate
 from app.fastpath.pool import HotPool, Tx
 from app.observability.metrics import record_label
@@ -68,9 +68,9 @@ async def submit(
         tasks: tuple[tuple[str, list[Any], str], ...] = ()
         out = AnnotationOut.model_validate(answer["annotation"])
         if answer.get("advance"):
-            tasks = ((ADVANCE_TASK, [out.project_id], "default"),)
+            tasks = (ADVANCE.message([out.project_id]),)
         elif answer.get("refresh"):
-            tasks = ((REFRESH_TASK, [out.project_id], "default"),)
+            tasks = (REFRESH.message([out.project_id]),)
         return Submitted(out, replayed=bool(answer["replayed"]), tasks=tasks)
 
     done = await pool.run(work)

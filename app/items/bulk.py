@@ -727,8 +727,9 @@ class NpzImport:
 
     The arrays are in memory (bounded by ``max_bulk_uncompressed_bytes``); each item's
     payload (a PNG, a feature vector's bytes) is made as iteration reaches it, so an upload
-    never holds every payload at once (issue 15: 250,000 rows of zeros took the API from
-    121 MiB to 1.1 GiB when they were all encoded up front). Iterate as often as needed.
+    never holds every payload at once (encoding them all up front let a small npz of zeros
+    take the API's memory to gigabytes: docs/reliability.md, issue 15 item 8). Iterate as
+    often as needed.
     """
 
     def __init__(self, n: int, make: Callable[[int], PreparedItem]) -> None:

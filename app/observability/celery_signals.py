@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import signals
 
+from app.core.task_names import ALL_TASKS
 from app.observability import context, worker_metrics
 from app.observability.cycle_timings import phases
 from app.observability.logs import configure_logging
@@ -22,15 +23,7 @@ from app.observability.settings import get_observability_settings
 log = logging.getLogger("annoloop.tasks")
 REQUEST_ID_HEADER = "annoloop_request_id"
 # Which field the first argument of a task is: it goes on every log line of the task.
-FIRST_ARG_FIELD = {
-    "annoloop.cycles.run": "cycle_id",
-    "annoloop.cycles.advance": "project_id",
-    "annoloop.cycles.refresh": "project_id",
-    "annoloop.scoring.shard": "cycle_id",
-    "annoloop.scoring.merge": "cycle_id",
-    "annoloop.cleaning.fold": "cycle_id",
-    "annoloop.cleaning.merge": "cycle_id",
-}
+FIRST_ARG_FIELD = {task.name: task.first_arg for task in ALL_TASKS}
 _started: dict[str, float] = {}
 _state_before: dict[str, str | None] = {}
 

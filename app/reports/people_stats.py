@@ -1,8 +1,8 @@
 """The heavy half of ``/progress``: per-person counts, agreement and quality, ties, cleaning.
 
-They read every live vote of the project, so their cost grows with the labels (26 s at 15,000
-labels on Postgres once, before the tie count was rewritten) while dashboards poll every few
-seconds. ``PeopleStatsStore`` keeps the last result per project: a project whose statistics
+They read every live vote of the project, so their cost grows with the labels (figures in
+docs/reliability.md, issue 15 item 7) while dashboards poll every few seconds.
+``PeopleStatsStore`` keeps the last result per project: a project whose statistics
 took under ``INLINE_S`` to compute gets them fresh in every request (small projects, tests);
 a larger one gets the last result at once, with ``as_of``, while one background thread per
 project recomputes it when it is older than ``max_age_s``. So a request costs the same at

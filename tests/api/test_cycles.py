@@ -33,6 +33,12 @@ def test_starting_a_cycle_records_it_and_sends_its_task_after_commit(
 
     cancelled = app_client.post(f"/api/v1/projects/{pid}/cycles/{cycle['id']}/cancel", headers=h)
     assert cancelled.json()["state"] == "cancelled"
+    for action in ("cancel", "retry"):  # cancelled is terminal: both are illegal now
+        r = app_client.post(f"/api/v1/projects/{pid}/cycles/{cycle['id']}/{action}", headers=h)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "illegal_transition"
+        assert r.json()["error"]["detail"]["state"] == "cancelled"
+    assert len(sent) == 1  # the refused retry sent nothing
     r = app_client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
     assert r.status_code == 202
     assert r.json()["number"] == 2

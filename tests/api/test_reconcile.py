@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.annotations.models import Annotation
 from app.core.db import utcnow
 from app.core.enums import CycleState, LabelSource, QueueState
+from app.core.task_names import ADVANCE, REFRESH, RUN_CYCLE
 from app.cycles.models import Cycle
 from app.cycles.reconcile import Reconciler
-from app.cycles.service import ADVANCE_TASK, REFRESH_TASK, RUN_CYCLE_TASK
 from app.queue.models import QueueEntry
 from tests.api.helpers import create_project, open_batch, upload_png
 from tests.conftest import BOTH_DB_MODES, Accounts
@@ -57,7 +57,7 @@ def test_lost_advance_and_run_are_sent_again(
     assert sweep() == []
     assert sender.failures == 0
     now[0] = 11
-    assert sweep() == [(ADVANCE_TASK, [pid], "default")]
+    assert sweep() == [(ADVANCE.name, [pid], "default")]
     now[0] = 12
     assert sweep() == []  # not again before the grace period
     with factory() as db:  # advance ran: the next cycle was created, its run task lost
@@ -70,7 +70,7 @@ def test_lost_advance_and_run_are_sent_again(
     assert sweep() == []
     now[0] = 30
     # only_created: a copy arriving after the original began must not restart its run.
-    assert sweep() == [(RUN_CYCLE_TASK, [second, True], "train")]
+    assert sweep() == [(RUN_CYCLE.name, [second, True], "train")]
 
 
 def test_a_lost_refresh_is_sent_again(
@@ -111,7 +111,7 @@ def test_a_lost_refresh_is_sent_again(
     human_label(items[1], "annotator")
     assert sweep() == []  # due now, first seen: the grace period runs
     now[0] = 10
-    assert sweep() == [(REFRESH_TASK, [pid], "default")]
+    assert sweep() == [(REFRESH.name, [pid], "default")]
     with factory() as db:  # a running cycle re-ranks already: nothing owed
         db.execute(update(Cycle).where(Cycle.id == cycle_id).values(state=CycleState.training))
         db.commit()

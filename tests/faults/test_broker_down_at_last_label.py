@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.db import make_engine, make_session_factory
+from app.core.task_names import ADVANCE
 from app.core.tasks import bound_sends
 from app.cycles.models import Cycle
-from app.cycles.service import ADVANCE_TASK
 from app.main import create_app
 from tests.backends import fresh_database
 from tests.faults.services import private_redis
@@ -71,7 +71,7 @@ def test_the_next_cycle_starts_after_the_broker_returns(tmp_path: Path) -> None:
                     broker.kill()
                     # An earlier send in the outage (a sweep, another project's task).
                     with contextlib.suppress(Exception):
-                        client.app.state.task_sender.send(ADVANCE_TASK, [pid], "default")
+                        client.app.state.task_sender.send(ADVANCE.name, [pid], "default")
                 t0 = time.monotonic()
                 r = client.post(
                     f"/api/v1/items/{nxt['item']['id']}/annotations",
@@ -103,10 +103,10 @@ def test_a_send_gives_up_quickly_while_the_broker_is_down(tmp_path: Path) -> Non
     with private_redis(tmp_path) as broker:
         celery = create_celery(settings_on("sqlite://", broker.url, tmp_path / "data"))
         bound_sends(celery)
-        celery.send_task(ADVANCE_TASK, args=[0], queue="default")
+        celery.send_task(ADVANCE.name, args=[0], queue="default")
         broker.kill()
         for _ in range(3):
             t0 = time.monotonic()
             with contextlib.suppress(Exception):  # kombu's error or the result store's
-                celery.send_task(ADVANCE_TASK, args=[0], queue="default")
+                celery.send_task(ADVANCE.name, args=[0], queue="default")
             assert time.monotonic() - t0 < SEND_BOUND_S

@@ -108,6 +108,7 @@ def _ids(world: dict[str, Any]) -> dict[str, int]:
     }
 
 
+@pytest.mark.slow  # about a minute per database on 2 loaded cores
 def test_api_conforms_to_its_schema(world: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", world["app"])
     real_ids = _ids(world)

@@ -1,10 +1,9 @@
-"""Real server and worker processes for integration tests."""
+"""Real server and worker processes for integration tests (``app.core.processes`` starts and
+stops them; ``free_port`` is re-exported from there)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from app.core.processes import cli, started
+from app.core.processes import free_port as free_port
+from app.core.processes import stop as stop_group
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def env_for(settings_env: dict[str, str]) -> dict[str, str]:
@@ -34,29 +31,12 @@ def process(
     args: list[str], env: dict[str, str], log: Path, python: str = sys.executable
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m app.cli ARGS``; stop it with SIGTERM (then SIGKILL) afterwards."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [python, "-m", "app.cli", *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            stop(proc)
+    with started(cli(*args, python=python), env, log, reap_group=False) as proc:
+        yield proc
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    stop_group(proc, timeout, reap_group=False)
 
 
 def wait_for(

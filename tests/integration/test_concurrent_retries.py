@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.annotations.models import Annotation
 from app.core.db import make_engine, make_session_factory
+from app.core.processes import wait_healthy
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
 from tests.api.helpers import SMALL_CNN, open_batch, png_bytes
 from tests.backends import BACKENDS, fresh_database
 from tests.integration.loop import accounts, bearer, settings_for, worker_env
-from tests.integration.processes import free_port, process, wait_for
+from tests.integration.processes import free_port, process
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +54,8 @@ def _server(
         log = tmp_path / "api.log"
         env = worker_env(settings, ANNOLOOP_ASYNC_HOT_PATH=hot)
         try:
-            with process(["api", "--port", str(port)], env, log):
-                wait_for(lambda: _healthy(port) or None, 60, "the API", log)
+            with process(["api", "--port", str(port)], env, log) as api:
+                wait_healthy(f"http://127.0.0.1:{port}", api, log, 60)
                 h = bearer(admin)
                 with httpx.Client(base_url=base, headers=h, timeout=30) as http:
                     body = {"name": "races", "classes": ["a", "b"], "model_spec": SMALL_CNN}
@@ -73,13 +74,6 @@ def _server(
                 assert "Traceback" not in log.read_text(errors="replace"), log.read_text()
         finally:
             engine.dispose()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _all_at_once(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import uuid
 from collections import Counter, defaultdict
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 
 from app.annotations.models import Annotation
 from app.core.db import make_engine, make_session_factory
+from app.core.processes import wait_healthy
 from app.demo.seed import load_demo_arrays
 from app.main import create_app
 from app.queue.models import Lease, QueueEntry
@@ -172,8 +174,8 @@ def test_twenty_annotators_label_a_batch_three_times_without_loss_or_double_leas
                             errors.append(f"{r.status_code} {r.text}")
 
         env = worker_env(settings)
-        with process(["api", "--port", str(port), "--workers", "2"], env, log):
-            wait_for(lambda: _healthy(port) or None, 60, "the API", log)
+        with process(["api", "--port", str(port), "--workers", "2"], env, log) as api:
+            wait_healthy(f"http://127.0.0.1:{port}", api, log, 60)
             threads = [threading.Thread(target=annotate, args=p) for p in people]
             for t in threads:
                 t.start()
@@ -231,12 +233,12 @@ def test_an_api_restart_keeps_labels_and_leases(tmp_path: Path) -> None:
         env = worker_env(settings)
         (_, alice), (_, bob) = people
 
-        def up(log: Path) -> None:
-            wait_for(lambda: _healthy(port) or None, 60, "the API", log)
+        def up(api: subprocess.Popen[bytes], log: Path) -> None:
+            wait_healthy(f"http://127.0.0.1:{port}", api, log, 60)
 
         first_log = tmp_path / "api-1.log"
         with process(["api", "--port", str(port)], env, first_log) as api:
-            up(first_log)
+            up(api, first_log)
             done = []
             for _ in range(3):
                 nxt = httpx.get(f"{base}/projects/{pid}/next", headers=bearer(alice)).json()
@@ -251,8 +253,8 @@ def test_an_api_restart_keeps_labels_and_leases(tmp_path: Path) -> None:
             os.killpg(api.pid, signal.SIGKILL)
             api.wait()
         second_log = tmp_path / "api-2.log"
-        with process(["api", "--port", str(port)], env, second_log):
-            up(second_log)
+        with process(["api", "--port", str(port)], env, second_log) as api:
+            up(api, second_log)
             again = httpx.get(f"{base}/projects/{pid}/next", headers=bearer(bob)).json()
             assert again["lease"]["id"] == held["lease"]["id"]  # the lease survived
             r = httpx.post(

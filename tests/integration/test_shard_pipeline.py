@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import make_engine
+from app.core.task_names import SCORE_MERGE, SCORE_SHARD
 from app.demo.seed import load_demo_arrays
 from app.items.models import Item
 from app.main import create_app
@@ -23,7 +24,7 @@ from tests.backends import fresh_sqlite
 from tests.integration.loop import accounts, bearer, upload_npz
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.runtime import Runtime, build_runtime
-from worker.pipeline.shards import MERGE_TASK, SHARD_TASK, run_merge, run_shard
+from worker.pipeline.shards import run_merge, run_shard
 
 pytestmark = pytest.mark.slow
 N_POOL, CANDIDATES, BATCH, SEED = 600, 300, 10, 7
@@ -103,7 +104,7 @@ def test_shards_survive_redelivery_failure_and_retry(tmp_path: Path) -> None:
             assert run_acquire_cycle(single, cycles[one], sender=rec) == "queued 10 items"
             c = cycles[many]
             assert run_acquire_cycle(sharded, c, sender=rec) == "scoring in 2 shards"
-            first = rec.take(SHARD_TASK)
+            first = rec.take(SCORE_SHARD.name)
             # 300 seeded candidates out of 580: one full scoring batch (256), then the rest.
             assert [a[1:] for a in first] == [[1, 0, 0, 256], [1, 1, 256, 300]]
 
@@ -116,19 +117,19 @@ def test_shards_survive_redelivery_failure_and_retry(tmp_path: Path) -> None:
             # ... the retry endpoint runs the cycle again, as attempt 2 ...
             assert client.post(f"/api/v1/projects/{many}/cycles/{c}/retry", headers=h).is_success
             assert run_acquire_cycle(sharded, c, sender=rec) == "scoring in 2 shards"
-            second = rec.take(SHARD_TASK)
+            second = rec.take(SCORE_SHARD.name)
             assert [a[1] for a in second] == [2, 2]
             # ... and the first attempt's shards, delivered late, change nothing.
             for args in first:
                 assert run_shard(sharded, *args, host="old", sender=rec).startswith("stale")
-            assert rec.take(MERGE_TASK) == []
+            assert rec.take(SCORE_MERGE.name) == []
 
             # Shards in any order, one redelivered: each delivery that finds the set complete
             # sends the merge again (so a lost merge message is re-sent), and the queue
             # still opens once.
             for args in [second[1], second[0], second[0]]:
                 run_shard(sharded, *args, host="test", sender=rec)
-            assert rec.take(MERGE_TASK) == [[c, 2], [c, 2]]
+            assert rec.take(SCORE_MERGE.name) == [[c, 2], [c, 2]]
             assert run_merge(sharded, c, 2) == "queued 10 items"
             assert run_merge(sharded, c, 2).startswith("stale")
             done = client.get(f"/api/v1/projects/{many}/cycles/{c}", headers=h).json()

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.core.db import make_engine, make_session_factory
+from app.core.processes import wait_healthy
 from app.main import create_app
 from tests.api.helpers import open_batch
 from tests.backends import fresh_database
@@ -37,13 +38,6 @@ def big_png() -> bytes:
     out = io.BytesIO()
     Image.fromarray(noise, mode="RGB").save(out, format="PNG", compress_level=1)
     return out.getvalue()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _stalled_readers(port: int, path: str, token: str, n: int) -> Iterator[socket.socket]:
@@ -95,8 +89,8 @@ def test_clients_that_never_read_do_not_stall_other_requests(tmp_path: Path) -> 
         base = f"http://127.0.0.1:{port}/api/v1"
         log = tmp_path / "api.log"
         env = worker_env(settings, ANNOLOOP_SEND_TIMEOUT_S="2")
-        with process(["api", "--port", str(port)], env, log):
-            wait_for(lambda: _healthy(port) or None, 60, "the API", log)
+        with process(["api", "--port", str(port)], env, log) as api:
+            wait_healthy(f"http://127.0.0.1:{port}", api, log, 60)
             readers = list(
                 _stalled_readers(port, f"/api/v1/items/{ids[0]}/payload", admin, SLOW_READERS)
             )

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.core.processes import wait_healthy
 from tests.integration.processes import env_for, free_port, process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -21,15 +22,8 @@ def test_up_demo_serves_health_and_reaches_labeling(tmp_path: Path) -> None:
     log = tmp_path / "up.log"
     env = env_for({"ANNOLOOP_DATA_DIR": str(tmp_path / "data")})
     started = time.monotonic()
-    with process(["up", "--demo", "--port", str(port)], env, log):
-
-        def healthy() -> bool | None:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200 or None
-            except httpx.TransportError:
-                return None
-
-        wait_for(healthy, 60, "/healthz to answer 200", log)
+    with process(["up", "--demo", "--port", str(port)], env, log) as up:
+        wait_healthy(base, up, log, 60)
         health_after = time.monotonic() - started
         token = wait_for(
             lambda: (m := re.search(r"admin token\s+(al_\S+)", log.read_text())) and m.group(1),

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
+from app.core.processes import wait_healthy
 from tests.integration.processes import env_for, free_port, process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,14 +49,7 @@ def test_up_restarts_a_killed_worker_and_takes_it_down_on_exit(tmp_path: Path) -
     log = tmp_path / "up.log"
     env = env_for({"ANNOLOOP_DATA_DIR": str(tmp_path / "data")})
     with process(["up", "--port", str(port)], env, log) as up:
-
-        def healthy() -> bool | None:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).is_success or None
-            except httpx.TransportError:
-                return None
-
-        wait_for(healthy, 60, "/healthz", log)
+        wait_healthy(f"http://127.0.0.1:{port}", up, log, 60)
         first = wait_for(lambda: _workers_of(up.pid) or None, 30, "the worker", log)[0]
         wait_for(lambda: " ready." in log.read_text(errors="replace") or None, 90, "ready", log)
         os.kill(first, signal.SIGKILL)

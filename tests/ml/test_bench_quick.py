@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# About three minutes on 2 cores: out of ``make test-fast``, in ``make test``.
+pytestmark = pytest.mark.slow
+
 
 def test_bench_quick_passes_its_checks(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"

@@ -71,6 +71,7 @@ def runs(data: MusicAnswers) -> dict[str, MixedRun]:
     return {s: run_mixed(SMALL, s, 0, data) for s in SELECTORS}
 
 
+@pytest.mark.slow  # the runs fixture: about 45 s on 2 loaded cores
 def test_labels_spent_equal_the_budget_in_distinct_songs_per_round(
     runs: dict[str, MixedRun],
 ) -> None:
@@ -81,6 +82,7 @@ def test_labels_spent_equal_the_budget_in_distinct_songs_per_round(
         assert [r["picked_new"] + r["picked_relabel"] for r in run.rounds[:-1]] == [10.0] * 3
 
 
+@pytest.mark.slow  # the runs fixture: about 45 s on 2 loaded cores
 def test_every_label_is_an_unused_real_answer(
     runs: dict[str, MixedRun], data: MusicAnswers
 ) -> None:
@@ -93,6 +95,7 @@ def test_every_label_is_an_unused_real_answer(
         assert len(set(start.tolist())) == SMALL.initial  # one answer each to start
 
 
+@pytest.mark.slow  # the runs fixture: about 45 s on 2 loaded cores
 def test_selectors_pick_pickable_songs_of_their_kind(
     runs: dict[str, MixedRun], data: MusicAnswers
 ) -> None:
@@ -148,6 +151,7 @@ def test_exported_labels_are_votes_where_there_are_some_else_the_model(
     assert got["model_unlabelled"] == 1.0
 
 
+@pytest.mark.slow  # the runs fixture: about 45 s on 2 loaded cores
 def test_deterministic_per_seed(data: MusicAnswers, runs: dict[str, MixedRun]) -> None:
     for name in ("activelab", "separate"):
         again = run_mixed(SMALL, name, 0, data)

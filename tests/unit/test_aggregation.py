@@ -328,6 +328,8 @@ def test_crowdlab_needs_model_probs_and_overlapping_votes() -> None:
 
 
 # --------------------------------------------------------------------------- real crowd data
+# Marked slow: the fixture cross-fits a model over the 700 songs (about 40 s on 2 loaded
+# cores), and comparing with crowd-kit and the study take 10-20 s each.
 
 
 @pytest.fixture(scope="module")
@@ -344,6 +346,7 @@ def accuracy(result: Aggregate, truth: np.ndarray) -> float:
     return float(np.mean(result.label == truth))  # -1 (an open tie) never equals a class
 
 
+@pytest.mark.slow
 def test_music_dawid_skene_beats_tiebreak_beats_majority(music: dict[str, Any]) -> None:
     votes, kw, truth = music["votes"], music["kw"], music["truth"]
     majority = accuracy(aggregate("majority", *votes, **kw), truth)
@@ -366,6 +369,7 @@ def crowdkit_dawid_skene(votes: Votes, n_iter: int, tol: float) -> tuple[np.ndar
     return model.labels_.sort_index().to_numpy().astype(np.int64), len(model.loss_history_)
 
 
+@pytest.mark.slow
 def test_music_dawid_skene_agrees_with_crowdkit_step_for_step(music: dict[str, Any]) -> None:
     """The same 100 EM steps from the same majority start (crowd-kit's ELBO stop switched off).
 
@@ -379,6 +383,7 @@ def test_music_dawid_skene_agrees_with_crowdkit_step_for_step(music: dict[str, A
     assert np.mean(ours == theirs) >= 0.99  # measured 0.9986 (1 of 700)
 
 
+@pytest.mark.slow
 def test_music_dawid_skene_agrees_with_crowdkit_converged(music: dict[str, Any]) -> None:
     """Both run until they stop moving. crowd-kit's default stop (ELBO gain < 1e-5) ends after
     34 steps on this data while posteriors still move by 5e-2 a step: against that, agreement
@@ -389,6 +394,7 @@ def test_music_dawid_skene_agrees_with_crowdkit_converged(music: dict[str, Any])
     assert np.mean(ours == theirs) >= 0.99  # measured 0.9986 (1 of 700)
 
 
+@pytest.mark.slow
 def test_music_crowdlab_agrees_with_cleanlab(music: dict[str, Any]) -> None:
     votes, kw, probs = music["votes"], music["kw"], music["probs"]
     n, a = kw["num_items"], kw["num_annotators"]
@@ -403,6 +409,7 @@ def test_music_crowdlab_agrees_with_cleanlab(music: dict[str, Any]) -> None:
     assert accuracy(result, music["truth"]) >= 0.74  # measured 0.767 with seed-0 folds
 
 
+@pytest.mark.slow
 def test_study_on_music_reports_every_method(tmp_path: Path) -> None:
     path = tmp_path / "music.npz"
     arrays: dict[str, Any] = load_shared("music.npz")

@@ -16,6 +16,7 @@ import torch
 
 from app.core.enums import CycleState
 from app.core.tasks import TaskSender
+from app.cycles.states import RUNNING
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
 from worker.ml.evaluation import evaluate
@@ -37,7 +38,7 @@ def run_acquire_cycle(
     rt: Runtime,
     cycle_id: int,
     sender: TaskSender | None = None,
-    states: Sequence[CycleState] = transitions.RUNNING,
+    states: Sequence[CycleState] = RUNNING,
 ) -> str:
     """Run (or finish) one cycle; returns what happened, for the task's log line.
 

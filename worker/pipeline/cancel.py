@@ -22,8 +22,8 @@ from torch.utils.data import Dataset
 
 from app.core.db import utcnow
 from app.cycles.models import Cycle
+from app.cycles.states import RUNNING
 from worker.pipeline.runtime import Runtime
-from worker.pipeline.transitions import RUNNING
 
 CHECK_INTERVAL_S = 1.0
 

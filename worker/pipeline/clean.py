@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from app.core.enums import CycleState
+from app.cycles.states import RUNNING
 from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from worker.ml.cleaning import cleaning_scores
 from worker.ml.data import LoaderPool
@@ -36,9 +37,7 @@ from worker.pipeline.snapshot import CycleInputs, ItemRefs, load_cleaning_state
 log = logging.getLogger(__name__)
 
 
-def run_clean_cycle(
-    rt: Runtime, cycle_id: int, states: Sequence[CycleState] = transitions.RUNNING
-) -> str:
+def run_clean_cycle(rt: Runtime, cycle_id: int, states: Sequence[CycleState] = RUNNING) -> str:
     inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, states)
     if inputs is None:
         return "nothing to do"

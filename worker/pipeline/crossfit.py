@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from app.core.enums import CycleState
+from app.core.task_names import CLEANING_FOLD, CLEANING_MERGE
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from worker.ml.cleaning import cleaning_scores, cross_entropy
@@ -49,9 +50,6 @@ from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import CycleInputs
 
 log = logging.getLogger(__name__)
-FOLD_TASK = "annoloop.cleaning.fold"
-MERGE_TASK = "annoloop.cleaning.merge"
-TRAIN_QUEUE = "train"
 FOLDS_KEY = "folds"  # ScoringPlan.recorded: (L,) fold of each labelled item
 
 
@@ -111,11 +109,10 @@ def dispatch(
     }
 
     def change(cycle: Cycle) -> list[transitions.Task]:
-        cycle.state = CycleState.scoring
         cycle.checkpoint_sha256 = plan.checkpoint_sha256
         cycle.metrics = {**metrics, "crossfit": crossfit}
         cycle.timings = dict(timings)
-        return [(FOLD_TASK, [cycle.id, cycle.attempts, i], TRAIN_QUEUE) for i in range(k)]
+        return [CLEANING_FOLD.message([cycle.id, cycle.attempts, i]) for i in range(k)]
 
     return transitions.change_locked(
         rt.factory,
@@ -123,6 +120,7 @@ def dispatch(
         sender or celery_sender(),
         change,
         expect=CycleState.training,
+        to=CycleState.scoring,
     )
 
 
@@ -149,15 +147,15 @@ def run_fold(
             fold,
             result,
             total=int(crossfit["folds"]),
-            then=(MERGE_TASK, [cycle_id, attempt], TRAIN_QUEUE),
+            then=CLEANING_MERGE.message([cycle_id, attempt]),
         )
     except cancel.CycleStopped as stop:
         log.info("cycle %s fold %d stopped: %s", cycle_id, fold, stop)
         return str(stop)
     except Exception as exc:
         log.exception("cycle %s fold %d failed", cycle_id, fold)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"fold {fold}: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"fold {fold}: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     return str(result["probs"])
@@ -241,8 +239,8 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
         )
     except Exception as exc:
         log.exception("cycle %s cross-fitting merge failed", cycle_id)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"merge: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"merge: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     if not opened:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from app.core.enums import CycleState, ProjectKind
 from app.cycles.models import Cycle
+from app.cycles.states import RUNNING
 from worker.pipeline import fair_share
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.clean import run_clean_cycle
 from worker.pipeline.runtime import Runtime
-from worker.pipeline.transitions import RUNNING
 
 
 def run_cycle_of_any_kind(rt: Runtime, cycle_id: int, only_created: bool = False) -> str:

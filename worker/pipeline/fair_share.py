@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.blobs import BlobStore
 from app.core.db import utcnow
 from app.core.enums import CycleState
+from app.core.task_names import RUN_CYCLE
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
-from app.cycles.service import RUN_CYCLE_TASK, TRAIN_QUEUE
 from worker.ml.training import TrainState
 from worker.pipeline import transitions
 from worker.pipeline.snapshot import CycleInputs
@@ -142,14 +142,18 @@ def pause(
         until=utcnow().timestamp() + max(GIVE_WAY_S, share.slice_s or 0.0),
     )
 
-    def to_created(cycle: Cycle) -> list[transitions.Task]:
-        cycle.state = CycleState.created
+    def record_pause(cycle: Cycle) -> list[transitions.Task]:
         cycle.metrics = {**(cycle.metrics or {}), PAUSED: record.__dict__}
         # only_created: like the sweep's copies, it may claim the cycle only while it waits.
-        return [(RUN_CYCLE_TASK, [cycle.id, True], TRAIN_QUEUE)]
+        return [RUN_CYCLE.message([cycle.id, True])]
 
     done = transitions.change_locked(
-        factory, inputs.cycle_id, sender, to_created, expect=CycleState.training
+        factory,
+        inputs.cycle_id,
+        sender,
+        record_pause,
+        expect=CycleState.training,
+        to=CycleState.created,
     )
     if done:
         log.info(
@@ -200,5 +204,5 @@ def defer(cycle_id: int) -> None:
     from worker.celery_app import celery_app
 
     celery_app.send_task(
-        RUN_CYCLE_TASK, args=[cycle_id, True], queue=TRAIN_QUEUE, countdown=DEFER_S
+        RUN_CYCLE.name, args=[cycle_id, True], queue=RUN_CYCLE.queue, countdown=DEFER_S
     )

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from app.core.enums import CycleState
+from app.core.task_names import SCORE_MERGE, SCORE_SHARD
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from worker.ml.data import LoaderPool
@@ -49,9 +50,6 @@ from worker.pipeline.shard_plan import ScoringPlan
 from worker.pipeline.snapshot import ItemRefs
 
 log = logging.getLogger(__name__)
-SHARD_TASK = "annoloop.scoring.shard"
-MERGE_TASK = "annoloop.scoring.merge"
-SCORE_QUEUE = "score"
 
 
 def wanted(shard_size: int, scored: int) -> bool:
@@ -76,12 +74,11 @@ def dispatch(
     }
 
     def change(cycle: Cycle) -> list[transitions.Task]:
-        cycle.state = CycleState.scoring
         cycle.checkpoint_sha256 = plan.checkpoint_sha256
         cycle.metrics = {**metrics, "sharding": sharding}
         cycle.timings = dict(timings)
         return [
-            (SHARD_TASK, [cycle.id, cycle.attempts, index, start, stop], SCORE_QUEUE)
+            SCORE_SHARD.message([cycle.id, cycle.attempts, index, start, stop])
             for index, (start, stop) in enumerate(plan.bounds)
         ]
 
@@ -91,6 +88,7 @@ def dispatch(
         sender or celery_sender(),
         change,
         expect=CycleState.training,
+        to=CycleState.scoring,
     )
 
 
@@ -135,15 +133,15 @@ def run_shard(
             index,
             result,
             total=len(sharding["shards"]),
-            then=(MERGE_TASK, [cycle_id, attempt], SCORE_QUEUE),
+            then=SCORE_MERGE.message([cycle_id, attempt]),
         )
     except cancel.CycleStopped as stop:
         log.info("cycle %s shard %d stopped: %s", cycle_id, index, stop)
         return str(stop)
     except Exception as exc:
         log.exception("cycle %s shard %d failed", cycle_id, index)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"shard {index}: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"shard {index}: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     return str(result["sha256"])
@@ -179,12 +177,12 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
             "shards_s": sum(float(d["seconds"]) for d in done.values()),
             "score_s": time.time() - float(sharding["dispatched_at"]),
         }
-        opened = transitions.open_queue_for_attempt(
+        opened = transitions.open_queue(
             rt.factory,
             plan.inputs,
-            attempt,
             item_ids,
             scores,
+            attempt=attempt,
             scores_sha256=scores_blob,
             metrics=metrics,
             timings=timings,
@@ -192,8 +190,8 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
         )
     except Exception as exc:
         log.exception("cycle %s merge failed", cycle_id)
-        transitions.fail_attempt(
-            rt.factory, cycle_id, attempt, f"merge: {type(exc).__name__}: {exc}"
+        transitions.fail(
+            rt.factory, cycle_id, f"merge: {type(exc).__name__}: {exc}", attempt=attempt
         )
         raise
     if not opened:

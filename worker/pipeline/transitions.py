@@ -23,14 +23,13 @@ from app.core.db import unit_of_work, utcnow
 from app.core.enums import CycleState, LabelSource, LeaseOutcome, QueueState, Split
 from app.core.tasks import TaskSender, bind_sender, send_after_commit
 from app.cycles.models import Cycle
+from app.cycles.states import RUNNING, transition
 from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from app.gold.models import GoldLabel
 from app.items.models import Item
 from app.projects.models import Project
 from app.queue.models import Lease, QueueEntry
 from worker.pipeline.snapshot import CycleInputs, load_inputs
-
-RUNNING = (CycleState.created, CycleState.training, CycleState.scoring)
 
 
 def claim(
@@ -45,13 +44,17 @@ def claim(
     by the sweep (``app.cycles.reconcile``) only a ``created`` one, so that it never
     restarts a run that another copy of the task has begun."""
     with unit_of_work(factory) as db:
-        cycle = db.scalar(select(Cycle).where(Cycle.id == cycle_id).with_for_update())
-        if cycle is None or cycle.state not in states:
+        if not transition(
+            db,
+            cycle_id,
+            CycleState.training,
+            expect=states,
+            attempts=Cycle.attempts + 1,
+            started_at=utcnow(),
+            error=None,
+        ):
             return None
-        cycle.state = CycleState.training
-        cycle.attempts += 1
-        cycle.started_at = utcnow()
-        cycle.error = None
+        cycle = db.get_one(Cycle, cycle_id)
         inputs = load_inputs(db, cycle, blobs)
         cycle.labelled_set_hash = inputs.labelled_set_hash
         return inputs
@@ -66,12 +69,7 @@ def advance(
     **fields: Any,
 ) -> bool:
     with unit_of_work(factory) as db:
-        result = db.execute(
-            update(Cycle)
-            .where(Cycle.id == cycle_id, Cycle.state == expect)
-            .values(state=to, **fields)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(transition(db, cycle_id, to, expect=expect, **fields))
 
 
 def open_queue(
@@ -80,10 +78,12 @@ def open_queue(
     item_ids: Sequence[int],
     scores: Sequence[float | None],
     *,
+    attempt: int | None = None,
     carry_open: bool = False,
     **fields: Any,
 ) -> bool:
-    """Atomically: the cycle goes ``scoring`` → ``labeling`` and its queue is written.
+    """Atomically: the cycle goes ``scoring`` → ``labeling`` (while it runs ``attempt``, if
+    given: the merge of a sharded run) and its queue is written.
 
     Earlier cycles still in ``labeling`` are completed. Their open entries are closed, so
     annotators move on to the new batch — or, with ``carry_open`` (cleaning, where an item
@@ -92,12 +92,14 @@ def open_queue(
     """
     with unit_of_work(factory) as db:
         lead = _confident_lead(db, inputs, fields)
-        result = db.execute(
-            update(Cycle)
-            .where(Cycle.id == inputs.cycle_id, Cycle.state == CycleState.scoring)
-            .values(state=CycleState.labeling, **fields)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not transition(
+            db,
+            inputs.cycle_id,
+            CycleState.labeling,
+            expect=CycleState.scoring,
+            attempt=attempt,
+            **fields,
+        ):
             return False
         carried = _close_earlier_cycles(db, inputs, carry_open)
         ranked = list(zip(item_ids, scores, strict=True))
@@ -153,10 +155,14 @@ def open_cleaning_queue(
     with unit_of_work(factory) as db:
         if sender is not None:
             bind_sender(db, sender)
-        query = update(Cycle).where(Cycle.id == inputs.cycle_id, Cycle.state == CycleState.scoring)
-        if attempt is not None:
-            query = query.where(Cycle.attempts == attempt)
-        if not db.execute(query.values(state=CycleState.labeling, **fields)).rowcount:  # type: ignore[attr-defined]
+        if not transition(
+            db,
+            inputs.cycle_id,
+            CycleState.labeling,
+            expect=CycleState.scoring,
+            attempt=attempt,
+            **fields,
+        ):
             return False
         project = db.get(Project, inputs.project_id)
         assert project is not None
@@ -303,11 +309,7 @@ def _close_earlier_cycles(db: Session, inputs: CycleInputs, carry_open: bool) ->
     ).all()
     if not earlier:
         return 0
-    db.execute(
-        update(Cycle)
-        .where(Cycle.id.in_(earlier))
-        .values(state=CycleState.completed, finished_at=now)
-    )
+    transition(db, earlier, CycleState.completed, expect=CycleState.labeling, finished_at=now)
     if carry_open:
         open_earlier = db.scalars(
             select(QueueEntry)
@@ -339,12 +341,22 @@ def _close_earlier_cycles(db: Session, inputs: CycleInputs, carry_open: bool) ->
     return 0
 
 
-def fail(factory: sessionmaker[Session], cycle_id: int, error: str) -> None:
+def fail(
+    factory: sessionmaker[Session], cycle_id: int, error: str, *, attempt: int | None = None
+) -> bool:
+    """The cycle is ``failed`` with ``error``, if it is still running (``attempt``, if
+    given: a shard or fold task fails only the attempt it was sent for)."""
     with unit_of_work(factory) as db:
-        db.execute(
-            update(Cycle)
-            .where(Cycle.id == cycle_id, Cycle.state.in_(RUNNING))
-            .values(state=CycleState.failed, error=error[-4000:], finished_at=utcnow())
+        return bool(
+            transition(
+                db,
+                cycle_id,
+                CycleState.failed,
+                expect=RUNNING,
+                attempt=attempt,
+                error=error[-4000:],
+                finished_at=utcnow(),
+            )
         )
 
 
@@ -364,16 +376,24 @@ def change_locked(
     change: Callable[[Cycle], Sequence[Task]],
     *,
     expect: CycleState,
+    to: CycleState | None = None,
     attempt: int | None = None,
 ) -> bool:
-    """Lock the cycle if it is in ``expect`` (and at ``attempt``), let ``change`` edit it and
-    name tasks; they are sent only after the commit. False when the guard did not hold."""
+    """Lock the cycle if it is in ``expect`` (and at ``attempt``), move it to ``to`` (by the
+    transition table; None: it stays), let ``change`` edit its other fields and name tasks;
+    they are sent only after the commit. False when the guard did not hold."""
     with unit_of_work(factory) as db:
         bind_sender(db, sender)
-        query = select(Cycle).where(Cycle.id == cycle_id, Cycle.state == expect)
-        if attempt is not None:
-            query = query.where(Cycle.attempts == attempt)
-        cycle = db.scalar(query.with_for_update())
+        if to is not None:
+            # The update keeps the row locked until the commit, as FOR UPDATE would.
+            if not transition(db, cycle_id, to, expect=expect, attempt=attempt):
+                return False
+            cycle: Cycle | None = db.get_one(Cycle, cycle_id)
+        else:
+            query = select(Cycle).where(Cycle.id == cycle_id, Cycle.state == expect)
+            if attempt is not None:
+                query = query.where(Cycle.attempts == attempt)
+            cycle = db.scalar(query.with_for_update())
         if cycle is None:
             return False
         for name, args, queue in change(cycle):
@@ -417,42 +437,3 @@ def scoring_cycle(factory: sessionmaker[Session], cycle_id: int, attempt: int) -
                 Cycle.attempts == attempt,
             )
         )
-
-
-def open_queue_for_attempt(
-    factory: sessionmaker[Session],
-    inputs: CycleInputs,
-    attempt: int,
-    item_ids: Sequence[int],
-    scores: Sequence[float | None],
-    **fields: Any,
-) -> bool:
-    """``open_queue`` for acquisition, with the compare-and-set also on the attempt."""
-    with unit_of_work(factory) as db:
-        lead = _confident_lead(db, inputs, fields)
-        result = db.execute(
-            update(Cycle)
-            .where(
-                Cycle.id == inputs.cycle_id,
-                Cycle.state == CycleState.scoring,
-                Cycle.attempts == attempt,
-            )
-            .values(state=CycleState.labeling, **fields)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
-            return False
-        carried = _close_earlier_cycles(db, inputs, False)
-        ranked = list(zip(item_ids, scores, strict=True))
-        _write_entries(db, inputs, ranked, carried, stop_lead=lead)
-        return True
-
-
-def fail_attempt(factory: sessionmaker[Session], cycle_id: int, attempt: int, error: str) -> bool:
-    """``fail``, but only while the cycle is still running the given attempt."""
-    with unit_of_work(factory) as db:
-        result = db.execute(
-            update(Cycle)
-            .where(Cycle.id == cycle_id, Cycle.state.in_(RUNNING), Cycle.attempts == attempt)
-            .values(state=CycleState.failed, error=error[-4000:], finished_at=utcnow())
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]

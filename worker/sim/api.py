@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from app.core.processes import free_port, started, wait_healthy
 from worker.sim.oracle import make_oracle
 from worker.sim.protocol import Arrays, Protocol, cycle_seed, setup
 from worker.sim.record import CycleRecord, RunRecord
@@ -35,12 +34,6 @@ CYCLE_TIMEOUT_S = 1800.0
 class Server:
     url: str
     token: str  # an admin's (or an engineer's who may create annotators)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -63,49 +56,13 @@ def local_server(data_dir: Path, log: Path | None = None) -> Iterator[Server]:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    port = _free_port()
+    port = free_port()
     log = log or data_dir / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*cli, "up", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # one process group: API + its worker stop together
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_healthy(url, proc, log)
-            yield Server(url, token)
-        finally:
-            _stop(proc)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"annoloop up exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"annoloop up did not answer on {url}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    # A worker still in its warm shutdown would outlive the scratch folder: end the group.
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    # One process group: the API and its worker stop together (SIGTERM, then SIGKILL).
+    with started([*cli, "up", "--port", str(port)], env, log, stop_timeout=60) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, log)
+        yield Server(url, token)
 
 
 def _ok(r: httpx.Response) -> Any:

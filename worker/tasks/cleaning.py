@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.task_names import CLEANING_FOLD, CLEANING_MERGE
 from worker.celery_app import celery_app
 
 
-@celery_app.task(name="annoloop.cleaning.fold", bind=True, acks_late=True)
+@celery_app.task(name=CLEANING_FOLD.name, bind=True, acks_late=True)
 def train_fold(self: Any, cycle_id: int, attempt: int, fold: int) -> str:
     """Train fold model ``fold`` and record its held-out predictions. Idempotent; a task of
     an attempt the cycle has moved past does nothing."""
@@ -26,7 +27,7 @@ def train_fold(self: Any, cycle_id: int, attempt: int, fold: int) -> str:
     )
 
 
-@celery_app.task(name="annoloop.cleaning.merge", acks_late=True)
+@celery_app.task(name=CLEANING_MERGE.name, acks_late=True)
 def merge_folds(cycle_id: int, attempt: int) -> str:
     """Score every labelled item from the held-out predictions and open the queue."""
     from worker.pipeline.crossfit import run_merge

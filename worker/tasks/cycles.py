@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from app.core.task_names import ADVANCE, REFRESH, RUN_CYCLE
 from worker.celery_app import celery_app
 
 
-@celery_app.task(name="annoloop.cycles.run", acks_late=True)
+@celery_app.task(name=RUN_CYCLE.name, acks_late=True)
 def run_cycle(cycle_id: int, only_created: bool = False) -> str:
     """Train, evaluate, score and queue for one cycle. Idempotent: re-running a finished
     cycle does nothing, re-running an interrupted one redoes it and writes one queue.
@@ -15,7 +16,7 @@ def run_cycle(cycle_id: int, only_created: bool = False) -> str:
     return run_cycle_of_any_kind(runtime(), cycle_id, only_created)
 
 
-@celery_app.task(name="annoloop.cycles.advance", acks_late=True)
+@celery_app.task(name=ADVANCE.name, acks_late=True)
 def advance(project_id: int) -> int | None:
     """After a batch's last label: close the cycle and, with auto-advance, start the next."""
     from app.core.db import unit_of_work
@@ -29,7 +30,7 @@ def advance(project_id: int) -> int | None:
         return started.id if started else None
 
 
-@celery_app.task(name="annoloop.cycles.refresh", acks_late=True)
+@celery_app.task(name=REFRESH.name, acks_late=True)
 def refresh(project_id: int) -> int | None:
     """Cleaning: every b labels, start a cycle that fine-tunes and re-ranks (if none runs)."""
     from app.core.db import unit_of_work

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.task_names import SCORE_MERGE, SCORE_SHARD
 from worker.celery_app import celery_app
 
 
-@celery_app.task(name="annoloop.scoring.shard", bind=True, acks_late=True)
+@celery_app.task(name=SCORE_SHARD.name, bind=True, acks_late=True)
 def score_shard(
     self: Any, cycle_id: int, attempt: int, shard_index: int, start: int, stop: int
 ) -> str:
@@ -30,7 +31,7 @@ def score_shard(
     )
 
 
-@celery_app.task(name="annoloop.scoring.merge", acks_late=True)
+@celery_app.task(name=SCORE_MERGE.name, acks_late=True)
 def merge_scores(cycle_id: int, attempt: int) -> str:
     """Merge the shards, choose the batch once and open the queue (once per attempt)."""
     from worker.pipeline.runtime import runtime
