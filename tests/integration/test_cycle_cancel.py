@@ -9,14 +9,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from app.core.db import make_engine
-from app.main import create_app
-from tests.backends import fresh_database
-from tests.integration.loop import accounts, bearer, settings_for, wait_cycle, worker_env
+from tests.integration.loop import wait_cycle
 from tests.integration.processes import process, wait_for
-from tests.integration.two_projects import cycle_of, in_state, project, start
+from tests.integration.two_projects import cycle_of, in_state, project, setup, start
 
 pytestmark = pytest.mark.slow
 LIMIT_S = 15
@@ -27,51 +23,44 @@ FREED_WITHIN_S = 10  # cancel → the next cycle claimed: one check interval, a 
 def test_cancel_frees_the_worker_and_the_time_limit_fails_a_cycle(
     db_backend: str, broker: str, tmp_path: Path
 ) -> None:
-    with fresh_database(db_backend, tmp_path) as db_url:
-        settings = settings_for(broker, db_url, tmp_path / "data")
-        engine = make_engine(db_url)
-        admin, _ = accounts(engine, settings, annotators=0)
-        h = bearer(admin)
-        log = tmp_path / "worker.log"
-        env = worker_env(settings, ANNOLOOP_CYCLE_TIME_LIMIT_S=str(LIMIT_S))
-        with TestClient(create_app(settings, engine=engine)) as client:
-            # 200 labelled items x 1000 epochs, one item a step: minutes of training.
-            huge = project(client, h, "huge", epochs=1000, labelled=200)
-            small = project(client, h, "small", epochs=2, labelled=20)
-            with process(["worker"], env, log):
-                first = start(client, h, huge)
-                wait_for(
-                    lambda: cycle_of(client, h, huge, first)["state"] == "training" or None,
-                    120,
-                    "the huge cycle to train",
-                    log,
-                )
-                time.sleep(2)  # well inside the training loop
-                other = start(client, h, small)
-                time.sleep(2)
-                assert cycle_of(client, h, small, other)["state"] == "created"  # waits its turn
+    with setup(db_backend, broker, tmp_path, ANNOLOOP_CYCLE_TIME_LIMIT_S=str(LIMIT_S)) as world:
+        client, h, log = world.client, world.h, world.log
+        # 200 labelled items x 1000 epochs, one item a step: minutes of training.
+        huge = project(client, h, "huge", epochs=1000, labelled=200)
+        small = project(client, h, "small", epochs=2, labelled=20)
+        with process(["worker"], world.env, log):
+            first = start(client, h, huge)
+            wait_for(
+                lambda: cycle_of(client, h, huge, first)["state"] == "training" or None,
+                120,
+                "the huge cycle to train",
+                log,
+            )
+            time.sleep(2)  # well inside the training loop
+            other = start(client, h, small)
+            time.sleep(2)
+            assert cycle_of(client, h, small, other)["state"] == "created"  # waits its turn
 
-                r = client.post(f"/api/v1/projects/{huge}/cycles/{first}/cancel", headers=h)
-                assert r.json()["state"] == "cancelled", r.text
-                cancelled_at = time.monotonic()
-                wait_for(
-                    lambda: cycle_of(client, h, small, other)["state"] != "created" or None,
-                    60,
-                    "the other project's cycle to start",
-                    log,
-                )
-                freed_after = time.monotonic() - cancelled_at
-                wait_cycle(client, h, small, other, log, timeout=120)
+            r = client.post(f"/api/v1/projects/{huge}/cycles/{first}/cancel", headers=h)
+            assert r.json()["state"] == "cancelled", r.text
+            cancelled_at = time.monotonic()
+            wait_for(
+                lambda: cycle_of(client, h, small, other)["state"] != "created" or None,
+                60,
+                "the other project's cycle to start",
+                log,
+            )
+            freed_after = time.monotonic() - cancelled_at
+            wait_cycle(client, h, small, other, log, timeout=120)
 
-                overdue = start(client, h, huge)
-                failed = wait_for(
-                    lambda: in_state(client, h, huge, overdue, "failed"),
-                    LIMIT_S + 120,
-                    "the overdue cycle to fail",
-                    log,
-                )
-            cancelled = cycle_of(client, h, huge, first)
-        engine.dispose()
+            overdue = start(client, h, huge)
+            failed = wait_for(
+                lambda: in_state(client, h, huge, overdue, "failed"),
+                LIMIT_S + 120,
+                "the overdue cycle to fail",
+                log,
+            )
+        cancelled = cycle_of(client, h, huge, first)
     worker_log = log.read_text(errors="replace")
     assert freed_after < FREED_WITHIN_S, (freed_after, worker_log[-3000:])
     assert (cancelled["state"], cancelled["error"]) == ("cancelled", None)

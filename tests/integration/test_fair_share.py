@@ -9,14 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from app.core.db import make_engine
-from app.main import create_app
-from tests.backends import fresh_database
-from tests.integration.loop import accounts, bearer, settings_for, wait_cycle, worker_env
+from tests.integration.loop import wait_cycle
 from tests.integration.processes import process, wait_for
-from tests.integration.two_projects import cycle_of, project, start
+from tests.integration.two_projects import cycle_of, project, setup, start
 
 pytestmark = pytest.mark.slow
 SLICE_S = 2
@@ -27,34 +23,27 @@ LONG_EPOCHS = 40  # 40 labelled items, batches of one: tens of seconds of traini
 def test_a_long_cycle_gives_way_and_resumes_to_the_same_weights(
     db_backend: str, broker: str, tmp_path: Path
 ) -> None:
-    with fresh_database(db_backend, tmp_path) as db_url:
-        settings = settings_for(broker, db_url, tmp_path / "data")
-        engine = make_engine(db_url)
-        admin, _ = accounts(engine, settings, annotators=0)
-        h = bearer(admin)
-        log = tmp_path / "worker.log"
-        env = worker_env(settings, ANNOLOOP_CYCLE_SLICE_S=str(SLICE_S))
-        with TestClient(create_app(settings, engine=engine)) as client:
-            long = project(client, h, "long", epochs=LONG_EPOCHS, labelled=40)
-            twin = project(client, h, "twin", epochs=LONG_EPOCHS, labelled=40)
-            small = project(client, h, "small", epochs=2, labelled=20)
-            with process(["worker"], env, log):
-                first = start(client, h, long)
-                wait_for(
-                    lambda: cycle_of(client, h, long, first)["state"] == "training" or None,
-                    120,
-                    "the long cycle to train",
-                    log,
-                )
-                other = start(client, h, small)
-                asked_at = time.monotonic()
-                wait_cycle(client, h, small, other, log, timeout=120)
-                small_waited = time.monotonic() - asked_at
-                long_then = cycle_of(client, h, long, first)["state"]
-                finished = wait_cycle(client, h, long, first, log, timeout=600)
-                # The twin trains alone: no one waits, so it never pauses.
-                alone = wait_cycle(client, h, twin, start(client, h, twin), log, timeout=600)
-        engine.dispose()
+    with setup(db_backend, broker, tmp_path, ANNOLOOP_CYCLE_SLICE_S=str(SLICE_S)) as world:
+        client, h, log = world.client, world.h, world.log
+        long = project(client, h, "long", epochs=LONG_EPOCHS, labelled=40)
+        twin = project(client, h, "twin", epochs=LONG_EPOCHS, labelled=40)
+        small = project(client, h, "small", epochs=2, labelled=20)
+        with process(["worker"], world.env, log):
+            first = start(client, h, long)
+            wait_for(
+                lambda: cycle_of(client, h, long, first)["state"] == "training" or None,
+                120,
+                "the long cycle to train",
+                log,
+            )
+            other = start(client, h, small)
+            asked_at = time.monotonic()
+            wait_cycle(client, h, small, other, log, timeout=120)
+            small_waited = time.monotonic() - asked_at
+            long_then = cycle_of(client, h, long, first)["state"]
+            finished = wait_cycle(client, h, long, first, log, timeout=600)
+            # The twin trains alone: no one waits, so it never pauses.
+            alone = wait_cycle(client, h, twin, start(client, h, twin), log, timeout=600)
     worker_log = log.read_text(errors="replace")
     assert long_then in ("created", "training"), long_then  # B did not wait for A to finish
     # Waited: 5 s before a waiting cycle counts, an epoch, B's own short cycle.
