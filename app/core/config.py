@@ -167,12 +167,12 @@ class Settings(BaseSettings):
         description="Pools with more scored candidates than this are scored in shards by a "
         "Celery group on any worker, then merged; 0 = never shard.",
     )
-    cycle_slice_s: float | None = Field(
+    cycle_slice_s: float = Field(
         60.0,
-        gt=0,
+        ge=0,
         description="Seconds a cycle trains before, between epochs, it gives its worker to "
         "another project's cycle that waits for one, and carries on later where it stopped "
-        "(same weights as without the pause); unset = never.",
+        "(same weights as without the pause); 0 = never.",
     )
     cycle_time_limit_s: int = Field(
         6 * 3600,

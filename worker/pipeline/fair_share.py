@@ -56,13 +56,13 @@ PAUSED = "paused"
 
 class FairShare:
     """``pause`` for ``train``: True once this run has used ``slice_s`` and another project's
-    cycle has waited ``waited_s`` or more for a worker. ``slice_s`` None: never."""
+    cycle has waited ``waited_s`` or more for a worker. ``slice_s`` 0: never."""
 
     def __init__(
         self,
         factory: sessionmaker[Session],
         project_id: int,
-        slice_s: float | None,
+        slice_s: float,
         *,
         waited_s: float = WAITED_S,
         clock: Callable[[], float] = time.monotonic,
@@ -77,7 +77,7 @@ class FairShare:
         self.waiting: list[int] = []  # the cycles found waiting when it said True
 
     def __call__(self, epoch: int) -> bool:
-        if self.slice_s is None or self._clock() - self._start < self.slice_s:
+        if not self.slice_s or self._clock() - self._start < self.slice_s:
             return False
         if self._clock() < self._next_check:
             return False
@@ -139,7 +139,7 @@ def pause(
         run_s=run_s,
         pauses=pauses,
         behind=share.waiting,
-        until=utcnow().timestamp() + max(GIVE_WAY_S, share.slice_s or 0.0),
+        until=utcnow().timestamp() + max(GIVE_WAY_S, share.slice_s),
     )
 
     def record_pause(cycle: Cycle) -> list[transitions.Task]:
