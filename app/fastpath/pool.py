@@ -41,6 +41,9 @@ class Tx:
         """The first row, or None."""
         return await (await self._run(sql, params)).fetchone()
 
+    async def all(self, sql: str, params: Params) -> list[Any]:
+        return await (await self._run(sql, params)).fetchall()
+
 
 class HotPool:
     """Opened on first use in the event loop that serves requests, closed at shutdown.
