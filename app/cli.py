@@ -14,18 +14,32 @@ from app.observability.logs import configure_logging, log_config
 
 
 def migrate(url: str | None = None) -> None:
-    """``alembic upgrade head`` with the migrations shipped in the package."""
+    """``alembic upgrade head`` with the migrations shipped in the package, then (Postgres)
+    the hot path's functions from their source files, every time: a function changed by
+    hand or left by older code is replaced (``app.fastpath.functions``)."""
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy.engine import make_url
 
     import migrations
+    from app.core.db import make_engine
+    from app.fastpath import functions
 
     if url is None:
         get_settings().ensure_dirs()  # the embedded SQLite file's folder, on a fresh machine
+    url = url or get_settings().database_url
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    cfg.set_main_option("sqlalchemy.url", url or get_settings().database_url)
+    cfg.set_main_option("sqlalchemy.url", url)
     command.upgrade(cfg, "head")
+    if make_url(url).get_backend_name() != "postgresql":
+        return  # SQLite runs the rules in Python only
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            functions.install(conn)
+    finally:
+        engine.dispose()
 
 
 def _create_admin(name: str) -> None:

@@ -124,6 +124,8 @@ def create_app(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     if app.state.sweep is not None:
         app.state.sweep.start()  # one per process: each app has one lifespan
+    if app.state.hot_path is not None:
+        await app.state.hot_path.functions.run()  # before the first request, which it routes
     yield
     if app.state.sweep is not None:
         app.state.sweep.stop()

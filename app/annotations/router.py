@@ -43,7 +43,7 @@ async def submit_annotation(
     response: Response,
 ) -> AnnotationOut:
     hot: HotPath | None = request.app.state.hot_path
-    if hot is not None:
+    if hot is not None and hot.serving():
         done = await hot.submit(bearer.token, bearer.client, item_id, body)
         out, replayed = done.annotation, done.replayed
     else:

@@ -52,15 +52,16 @@ def submit(
     """Store a human label under the caller's lease. Statement order is the lock order
     (lease, then queue entry, then project), so concurrent submits and sweeps cannot
     deadlock, and the project row (the budget counter) is locked only until the commit."""
-    check_class(project, body.class_index)
-    # The replayed label and the caller's live label on this item, in one query.
+    # The hot path applies these rules, in this order, in app/fastpath/sql/submit.sql.
+    check_class(project, body.class_index)  # R-CLASS-RANGE
+    # R-REPLAY. The replayed label and the caller's live label on this item, in one query.
     mine = repository.own_labels(db, actor.id, item.id, body.idempotency_key)
     earlier = next((a for a in mine if a.idempotency_key == body.idempotency_key), None)
     if body.idempotency_key is not None and earlier is not None:
         return _replay(earlier, item, body)
-    if item.split is Split.test:
+    if item.split is Split.test:  # R-TEST-ITEM
         raise Conflict("test items are labelled by import, not in the queue", code="test_item")
-    if any(a.item_id == item.id and a.is_live_human for a in mine):
+    if any(a.item_id == item.id and a.is_live_human for a in mine):  # R-ONE-LABEL
         raise Conflict(f"you already labelled item {item.id}", code="already_labelled")
     try:
         entry_id = queue.take_lease(db, actor, item)
@@ -93,9 +94,10 @@ def submit(
     elif not labelled.entry_done and (project.stop_when_decided or labelled.stop_lead):
         labelled = queue.stop_if_decided(db, project, labelled, repository.live_votes(db, item.id))
     queue.spend_budget(db, project)
+    # R-ADVANCE
     if labelled.entry_done and not cycle_repo.has_open_entry(db, project.id, labelled.cycle_id):
         send_after_commit(db, *ADVANCE.message([project.id]))
-    elif project.finetune_every and project.labels_spent % project.finetune_every == 0:
+    elif project.finetune_every and project.labels_spent % project.finetune_every == 0:  # R-REFRESH
         # Cleaning: re-rank with a fine-tuned model every b labels, in the worker.
         send_after_commit(db, *REFRESH.message([project.id]))
     return Submitted(annotation, replayed=False)

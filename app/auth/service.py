@@ -14,6 +14,7 @@ from app.core.security import hash_token, new_token
 
 
 def authenticate(db: Session, token: str, secret: str) -> Annotator:
+    # R-TOKEN (the hot path: app/fastpath/sql/caller.sql)
     record = repository.token_owner(db, hash_token(token, secret))
     if record is None or record.revoked_at is not None:
         raise Unauthorized("unknown or revoked token")

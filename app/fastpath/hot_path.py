@@ -10,6 +10,7 @@ from app.core.ratelimit import RateLimiter, make_async_limiter
 from app.core.tasks import TaskSender
 from app.fastpath import label, lease
 from app.fastpath.caller import Gate
+from app.fastpath.check import FunctionCheck
 from app.fastpath.label import LabelLimit, Submitted
 from app.fastpath.pool import HotPool
 from app.queue.schemas import NextOut
@@ -27,6 +28,12 @@ class HotPath:
         self.label_limit = LabelLimit(self.limiter, settings.rate_limit_labels_per_minute)
         self.lease_seconds = settings.lease_seconds
         self.sender = sender
+        self.functions = FunctionCheck(self.pool)
+
+    def serving(self) -> bool:
+        """Whether this request goes through the database functions; else the ORM serves
+        it (the functions are unchecked yet or differ from app/fastpath/sql)."""
+        return self.functions.serving()
 
     async def next_item(self, token: str, client: str, project_id: int, ahead: int) -> NextOut:
         return await lease.next_item(

@@ -1,6 +1,7 @@
 """``POST /items/{id}/annotations`` on the hot path: one call of ``annoloop_submit``
-(migration 0002), which applies the rules of ``app.annotations.service.submit`` in the
-database; the tasks it asks for are sent after it has committed."""
+(``app/fastpath/sql/submit.sql``), which applies the rules of
+``app.annotations.service.submit`` in the database; the tasks it asks for are sent after it
+has committed."""
 
 from __future__ import annotations
 

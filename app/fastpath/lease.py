@@ -1,5 +1,6 @@
-"""``GET /projects/{id}/next`` on the hot path: one call of ``annoloop_next`` (migration
-0002), which applies the rules of ``app.queue.service.next_item`` in the database."""
+"""``GET /projects/{id}/next`` on the hot path: one call of ``annoloop_next``
+(``app/fastpath/sql/next.sql``), which applies the rules of ``app.queue.service.next_item``
+in the database."""
 
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ class Tx:
         """The first row, or None."""
         return await (await self._run(sql, params)).fetchone()
 
+    async def all(self, sql: str, params: Params) -> list[Any]:
+        return await (await self._run(sql, params)).fetchall()
+
 
 class HotPool:
     """Opened on first use in the event loop that serves requests, closed at shutdown.
@@ -63,7 +66,7 @@ class HotPool:
             max_size=self._max_size,
             open=False,
             timeout=CONNECT_TIMEOUT_S,
-            # Autocommit: each request is one call of a function (migration 0002), which is
+            # Autocommit: each request is one call of a function (app/fastpath/sql), which is
             # its own transaction; no BEGIN or COMMIT round trips.
             kwargs={
                 "row_factory": namedtuple_row,

@@ -5,7 +5,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,18 @@ class Health(BaseModel):
     database: Literal["ok", "unavailable"]
     broker: Literal["ok", "unavailable"]
     blobs: Literal["ok", "unavailable"]
+    hot_path: Literal["on", "fallback", "unchecked", "off"] = Field(
+        description="Which path serves next and submit on Postgres: `on` the database "
+        "functions; `fallback` the ORM, because the functions differ from the code's "
+        "(`annoloop migrate` installs them; the log says which); `unchecked` the ORM until "
+        "the database can be asked; `off` no hot path (SQLite, or turned off). Not part of "
+        "`status`: every path gives the same answers."
+    )
+
+
+def _hot_path(request: Request) -> Literal["on", "fallback", "unchecked", "off"]:
+    hot = request.app.state.hot_path
+    return "off" if hot is None else hot.functions.state
 
 
 def _database_ok(request: Request) -> bool:
@@ -62,5 +74,6 @@ def healthz(request: Request) -> JSONResponse:
         database="ok" if db else "unavailable",
         broker="ok" if broker else "unavailable",
         blobs="ok" if blobs else "unavailable",
+        hot_path=_hot_path(request),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Enum, Histogram
 
 log = logging.getLogger("annoloop.labels")
 
@@ -25,6 +25,16 @@ LABELS = Counter(
     "annoloop_labels",
     "Labels stored (committed) by this API process, by project and source.",
     ["project", "source"],
+)
+
+# Postgres's hot path (``app.fastpath.check``): ``on`` when the database holds its functions as
+# this code defines them; ``fallback`` when they differ and the ORM serves (run `annoloop
+# migrate`); ``unchecked`` until the database could be asked; ``off`` without a hot path.
+HOT_PATH = Enum(
+    "annoloop_hot_path",
+    "Which path serves next and submit: on (database functions), fallback (the ORM: the "
+    "functions differ from the code), unchecked, off (no hot path: SQLite or turned off).",
+    states=["off", "unchecked", "on", "fallback"],
 )
 
 

@@ -22,6 +22,7 @@ from worker.ml.strategy_params import ParamsError, check_params
 
 
 def get_visible(db: Session, actor: Annotator, project_id: int) -> Project:
+    # R-VISIBLE (the hot path: app/fastpath/sql/visible_project.sql)
     project = repository.visible(db, project_id, _member_filter(actor))
     if project is None:
         raise NotFound(f"project {project_id} not found")
@@ -30,6 +31,7 @@ def get_visible(db: Session, actor: Annotator, project_id: int) -> Project:
 
 def get_visible_item(db: Session, actor: Annotator, item_id: int) -> tuple[Item, Project]:
     """An item and its project, 404 unless the caller may see that project."""
+    # R-VISIBLE
     item, project = repository.item_and_project(db, item_id, _member_filter(actor))
     if item is None:
         raise NotFound(f"item {item_id} not found")

@@ -38,6 +38,7 @@ def expire_stale(db: Session, now: datetime) -> int:
     lease being submitted (locked) is left alone; slots go back entry by entry in id order,
     so sweeps cannot deadlock.
     """
+    # R-LEASE-SWEEP (the hot path: app/fastpath/sql/next.sql)
     stale = run_plain(db, _STALE, {"now": now}).all()
     if not stale:
         return 0
@@ -112,6 +113,7 @@ def open_leases(db: Session, project_id: int) -> int:
 
 
 _ANNOTATOR = bindparam("annotator_id", type_=Integer)
+# R-PICK-ORDER (the hot path: app/fastpath/sql/next.sql)
 _PICK = (
     select(QueueEntry.id.label("entry_id"), QueueEntry.cycle_id, *_ITEM)
     .join(Item, Item.id == QueueEntry.item_id)
@@ -173,6 +175,7 @@ def add_lease(
         "created_at": created_at,
         "expires_at": expires_at,
     }
+    # R-LEASE
     lease_id = run_plain(db, _INSERT_LEASE, values).scalar_one()
     run_plain(db, _COUNT_LEASE, {"entry_id": entry_id})
     return int(lease_id)

@@ -37,7 +37,7 @@ async def next_item(
     Not a pure read: it creates a lease. Asking again while holding one returns the same lease.
     """
     hot: HotPath | None = request.app.state.hot_path
-    if hot is not None:
+    if hot is not None and hot.serving():
         out = await hot.next_item(bearer.token, bearer.client, project_id, ahead)
         if out.status != "queue_empty":
             return out

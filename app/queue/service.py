@@ -45,8 +45,9 @@ def next_item(
     per new lease the locked pick (with its item), the lease insert and the slot count.
     """
     now = utcnow()
-    repository.expire_stale(db, now)
-    # Asking again (a reload, a retry) gives back the same items, oldest lease first.
+    repository.expire_stale(db, now)  # R-LEASE-SWEEP
+    # R-LEASE-HELD. Asking again (a reload, a retry) gives back the same items, oldest lease
+    # first. The hot path applies these rules in app/fastpath/sql/next.sql.
     leased = [
         _held(row) for row in repository.held_leases(db, project.id, actor.id, now, 1 + ahead)
     ]
@@ -79,12 +80,13 @@ def with_ahead(leased: list[NextOut], refusal: NextOut | None) -> NextOut:
 
 def _lease_another(db: Session, actor: Annotator, project: Project, lease_seconds: int) -> NextOut:
     """A new lease on the best free slot (status ``leased``), or why there is none."""
+    # R-BUDGET
     if project.budget is not None and (
         project.labels_spent + repository.open_leases(db, project.id) >= project.budget
     ):
         return NextOut(status="budget_spent")
     picked = repository.pick_entry(db, project.id, actor.id)
-    if picked is None:
+    if picked is None:  # R-QUEUE-EMPTY
         current = cycles.latest(db, project.id)
         return NextOut(
             status="queue_empty",
@@ -100,7 +102,7 @@ def _new_lease(
 ) -> LeaseOut:
     """Lease a slot of a queue entry the caller has locked."""
     now = utcnow()
-    expires_at = now + timedelta(seconds=seconds)
+    expires_at = now + timedelta(seconds=seconds)  # R-LEASE
     lease_id = repository.add_lease(
         db,
         project_id=project_id,
@@ -166,6 +168,7 @@ def take_lease(db: Session, actor: Annotator, item: Item) -> int:
     """Close the caller's live lease on the item (a human label is given under it): the
     lease stays locked until the commit. Returns its queue entry; 409 when there is none."""
     now = utcnow()
+    # R-NOT-LEASED (the hot path: app/fastpath/sql/submit.sql, as for the rules below)
     closed = repository.close_lease(db, item.id, actor.id, now, LeaseOutcome.labelled)
     if closed is None:
         earlier = repository.last_lease(db, item.id, actor.id)
@@ -182,7 +185,7 @@ def take_lease(db: Session, actor: Annotator, item: Item) -> int:
 
 def record_label(db: Session, entry_id: int) -> Labelled:
     """Count the label on its queue entry (locking it) and free the lease's slot."""
-    row = repository.count_label(db, entry_id)
+    row = repository.count_label(db, entry_id)  # R-COUNT-LABEL
     done = row.state is QueueState.done
     return Labelled(
         row.cycle_id, entry_id, done, row.labels_wanted - row.labels_received, row.stop_lead
@@ -195,6 +198,7 @@ def settle(db: Session, project: Project, labelled: Labelled, votes: list[int]) 
     protocol. ``votes``: every live vote on the item, the new one included. ActiveLab's
     mixed queue asks for one label per entry: its next ranking decides whether another
     follows."""
+    # R-MAJORITY
     if project.kind is not ProjectKind.clean:
         return labelled
     # The cycle's strategy, not the project's: a cycle may be started with another.
@@ -215,6 +219,7 @@ def stop_if_decided(
     reaches the entry's ``stop_lead`` (its posterior is confident enough:
     ``app.annotations.confidence``). ``votes``: every live vote on the item, the new one
     included."""
+    # R-STOP-DECIDED
     if labelled.entry_done or not (project.stop_when_decided or labelled.stop_lead):
         return labelled
     counts = sorted(summarise(votes, len(project.classes)).counts, reverse=True)
@@ -246,7 +251,7 @@ def spend_budget(db: Session, project: Project, n: int = 1) -> None:
     """Atomically count ``n`` labels against the budget, or refuse with 409."""
     # RETURNING instead of a refresh: the project row stays locked until the commit, so
     # every round trip after this update lengthens the queue of concurrent submits.
-    stmt = _SPEND_WITHIN_BUDGET if n > 0 else _SPEND
+    stmt = _SPEND_WITHIN_BUDGET if n > 0 else _SPEND  # R-SPEND
     spent = run_plain(db, stmt, {"project_id": project.id, "n": n}).scalar()
     if spent is None:
         raise Conflict("the project's label budget is spent", code="budget_spent")

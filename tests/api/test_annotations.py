@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,6 +21,7 @@ def _setup(
     return pid, item["id"]
 
 
+@pytest.mark.rules("R-REPLAY")
 def test_submit_replay_and_list(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -39,6 +41,7 @@ def test_submit_replay_and_list(
     ]
 
 
+@pytest.mark.rules("R-CLASS-RANGE", "R-ONE-LABEL", "R-REPLAY", "R-VISIBLE")
 def test_bad_labels_are_refused_and_change_nothing(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:

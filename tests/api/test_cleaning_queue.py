@@ -3,6 +3,7 @@ a strict majority; relabels count against the relabel budget; every b labels re-
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -54,6 +55,7 @@ def _entry(factory: sessionmaker[Session], item: int) -> QueueEntry:
         return entry
 
 
+@pytest.mark.rules("R-MAJORITY")
 def test_an_item_is_relabelled_until_its_votes_settle(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -86,6 +88,7 @@ def test_an_item_is_relabelled_until_its_votes_settle(
     }
 
 
+@pytest.mark.rules("R-BUDGET")
 def test_relabels_stop_at_the_relabel_budget(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -96,6 +99,7 @@ def test_relabels_stop_at_the_relabel_budget(
     assert row_counts(factory) == before
 
 
+@pytest.mark.rules("R-REFRESH")
 def test_every_b_labels_ask_the_worker_to_rerank(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:

@@ -41,6 +41,7 @@ def _entry(factory: sessionmaker[Session], cycle: int, item: int) -> tuple[str, 
 
 
 @BOTH_DB_MODES
+@pytest.mark.rules("R-STOP-DECIDED")
 def test_an_entry_stops_when_the_lead_reaches_stop_lead(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:

@@ -20,6 +20,7 @@ pytestmark = BOTH_DB_MODES
     ("strategy", "after_tie"),
     [("activelab", ("done", 1, 1)), ("ce_minus_entropy", ("open", 1, 2))],
 )
+@pytest.mark.rules("R-MAJORITY")
 def test_a_tie_keeps_a_cleaning_entry_open_but_not_a_mixed_one(
     app_client: TestClient,
     accounts: Accounts,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,6 +46,7 @@ def _label(client: TestClient, accounts: Accounts, item: int, who: str, k: int =
     return r.status_code
 
 
+@pytest.mark.rules("R-PICK-ORDER", "R-LEASE-HELD", "R-QUEUE-EMPTY")
 def test_leases_follow_rank_and_are_sticky(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -62,6 +64,7 @@ def test_leases_follow_rank_and_are_sticky(
     assert lease_next(app_client, accounts, pid, "annotator")["status"] == "queue_empty"
 
 
+@pytest.mark.rules("R-LEASE-HELD", "R-LEASE")
 def test_ahead_leases_the_following_item_too(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -95,6 +98,7 @@ def test_ahead_leases_the_following_item_too(
     assert r.status_code == 422
 
 
+@pytest.mark.rules("R-PICK-ORDER", "R-COUNT-LABEL")
 def test_several_labels_per_item_go_to_different_annotators(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -110,6 +114,7 @@ def test_several_labels_per_item_go_to_different_annotators(
         assert (entry.state.value, entry.labels_received, entry.leases_open) == ("done", 2, 0)
 
 
+@pytest.mark.rules("R-PICK-ORDER")
 def test_skip_frees_the_slot_for_others_only(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -124,6 +129,7 @@ def test_skip_frees_the_slot_for_others_only(
     assert r.status_code == 409
 
 
+@pytest.mark.rules("R-NOT-LEASED", "R-LEASE-SWEEP")
 def test_labels_need_a_live_lease(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -153,6 +159,7 @@ def test_labels_need_a_live_lease(
         assert db.get(Lease, lease["id"]).outcome.value == "expired"  # type: ignore[union-attr]
 
 
+@pytest.mark.rules("R-BUDGET", "R-SPEND")
 def test_budget_stops_leases_and_refuses_labels_beyond_it(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
@@ -197,6 +204,7 @@ def test_undo_retracts_and_leases_the_item_back(
     assert r.json()["error"]["code"] == "nothing_to_undo"
 
 
+@pytest.mark.rules("R-ADVANCE")
 def test_the_last_label_of_a_batch_completes_the_cycle_and_auto_advances(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:

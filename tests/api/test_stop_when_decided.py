@@ -3,6 +3,7 @@ wants could not change its majority (both databases, both hot paths)."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +27,7 @@ def _entries(factory: sessionmaker[Session], cycle: int) -> dict[int, tuple[str,
         return {e.item_id: (e.state.value, e.labels_received, e.labels_wanted) for e in rows}
 
 
+@pytest.mark.rules("R-STOP-DECIDED")
 def test_two_agreeing_labels_of_three_settle_an_item(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
