@@ -9,6 +9,7 @@ from app.core.enums import QueueState, Split
 from app.cycles.models import Cycle
 from app.cycles.states import RUNNING
 from app.items.models import Item
+from app.projects.models import Project
 from app.queue.models import QueueEntry
 
 
@@ -21,6 +22,11 @@ def for_project(db: Session, project_id: int) -> list[Cycle]:
 def active(db: Session, project_id: int) -> Cycle | None:
     stmt = select(Cycle).where(Cycle.project_id == project_id, Cycle.state.in_(RUNNING))
     return db.scalar(stmt)
+
+
+def lock_project(db: Session, project_id: int) -> None:
+    """Hold the project's row until the commit (what starting a cycle is serialised on)."""
+    db.execute(select(Project.id).where(Project.id == project_id).with_for_update())
 
 
 def next_number(db: Session, project_id: int) -> int:

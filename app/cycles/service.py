@@ -29,6 +29,7 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         check_strategy(project.kind, strategy)
     except ValueError as exc:
         raise Unprocessable(str(exc), code="unknown_strategy") from exc
+    repository.lock_project(db, project.id)  # a concurrent start or retry waits here
     running = repository.active(db, project.id)
     if running is not None:
         raise Conflict(
@@ -97,7 +98,10 @@ def get(db: Session, project: Project, cycle_id: int) -> Cycle:
 
 
 def retry(db: Session, cycle: Cycle) -> Cycle:
-    """A failed cycle (or one whose task never reached the broker) goes back to the worker."""
+    """A failed cycle (or one whose task never reached the broker) goes back to the worker.
+    Under the project's row lock, as the worker's start of a next cycle: two retries of two
+    failed cycles cannot both find none running."""
+    repository.lock_project(db, cycle.project_id)
     running = repository.active(db, cycle.project_id)
     if running is not None and running.id != cycle.id:
         raise Conflict(f"cycle {running.number} is running", code="cycle_running")

@@ -20,6 +20,9 @@ from app.core.errors import Conflict
 from app.core.tasks import bind_sender
 from app.cycles import service
 from app.cycles.models import Cycle
+from app.cycles.schemas import CycleCreate
+from app.cycles.states import RUNNING
+from app.projects.models import Project
 from app.queue.models import QueueEntry
 from tests import services as build
 from tests.backends import BACKENDS, fresh_database
@@ -140,3 +143,63 @@ def test_two_claims_of_a_created_cycle_run_it_once(committed: sessionmaker[Sessi
         with committed() as db:
             cycle = db.get_one(Cycle, cycle_id)
         assert (cycle.state, cycle.attempts) == (S.training, 1)
+
+
+def _retry(factory: sessionmaker[Session], cycle_id: int) -> str:
+    with factory() as db:
+        bind_sender(db, RecordingSender())
+        try:
+            service.retry(db, db.get_one(Cycle, cycle_id))
+        except Conflict as exc:
+            db.rollback()
+            return exc.code
+        db.commit()
+        return "retried"
+
+
+def test_two_retries_in_one_project_start_one_cycle(committed: sessionmaker[Session]) -> None:
+    for n in range(ROUNDS):
+        first, _ = _setup(committed, n, S.failed)
+        with committed() as db:
+            project_id = db.get_one(Cycle, first).project_id
+            second = build.cycle(db, db.get_one(Project, project_id), S.failed).id
+            db.commit()
+        outcomes = _race(partial(_retry, committed, first), partial(_retry, committed, second))
+        assert sorted(outcomes) == ["cycle_running", "retried"]
+        with committed() as db:
+            running = db.scalar(
+                select(func.count(Cycle.id)).where(
+                    Cycle.project_id == project_id, Cycle.state.in_(RUNNING)
+                )
+            )
+        assert running == 1
+
+
+def _start(factory: sessionmaker[Session], project_id: int) -> str:
+    with factory() as db:
+        bind_sender(db, RecordingSender())
+        try:
+            service.start(db, None, db.get_one(Project, project_id), CycleCreate())
+        except Conflict as exc:
+            db.rollback()
+            return exc.code
+        db.commit()
+        return "started"
+
+
+def test_a_start_racing_a_retry_leaves_one_cycle_running(
+    committed: sessionmaker[Session],
+) -> None:
+    for n in range(ROUNDS):
+        failed, _ = _setup(committed, n, S.failed)
+        with committed() as db:
+            project_id = db.get_one(Cycle, failed).project_id
+        outcomes = _race(partial(_retry, committed, failed), partial(_start, committed, project_id))
+        assert sorted(outcomes) in (["cycle_running", "retried"], ["cycle_running", "started"])
+        with committed() as db:
+            running = db.scalar(
+                select(func.count(Cycle.id)).where(
+                    Cycle.project_id == project_id, Cycle.state.in_(RUNNING)
+                )
+            )
+        assert running == 1
