@@ -27,6 +27,7 @@ LINES = [
     (r"\basync def\b", "def"),
     (r"\basync for\b", "for"),
     (r"\basync with\b", "with"),
+    (r"\bawait asyncio\.to_thread\(\n(\s*)(\w+),\n", r"\2(\n\1"),
     (r"\bawait ", ""),
     (r"\basyncio\.sleep\(", "time.sleep("),
     (r"^import asyncio$", "import time"),

@@ -12,6 +12,16 @@ from typing import Any, cast
 import httpx
 
 from annoloop.client.errors import Conflict, CycleEnded, NotFound, WaitTimeout, error_for
+from annoloop.client.labelstudio import (
+    LabelConfig,
+    LabelStudioError,
+    data_uri,
+    parse_label_config,
+    plan_import,
+    plan_zip,
+    sha256,
+    to_tasks,
+)
 from annoloop.client.progress import make_bar
 from annoloop.client.retry import RetryPolicy
 from annoloop.client.types import (
@@ -498,6 +508,114 @@ class AsyncClient:
 
         raw = await self.export(project_id, format="json", aggregation=aggregation)
         return cast(list[dict[str, Any]], json.loads(raw))
+
+    # ------------------------------------------------------------------ Label Studio
+
+    async def import_labelstudio(
+        self,
+        project_id: int,
+        source: str | Path | bytes,
+        *,
+        files_root: str | Path | None = None,
+        split: str = "pool",
+        label_config: str | None = None,
+    ) -> dict[str, int]:
+        """A Label Studio JSON export: its tasks as items, its annotations as votes
+        (``annoloop.client.labelstudio``). Checked whole, images fetched, before anything is
+        stored; ``LabelStudioError`` names the line and the reason."""
+        project = await self.get_project(project_id)
+        config = parse_label_config(label_config) if label_config else None
+        if config is not None:
+            missing = [c for c in config.classes if c not in project["classes"]]
+            if missing:
+                raise LabelStudioError(
+                    "label config", None, f"classes {missing} are not the project's classes"
+                )
+        if isinstance(source, bytes):
+            raw, name, base = source, "export", Path(".")
+        else:
+            raw, name, base = Path(source).read_bytes(), str(source), Path(source).parent
+        bar = make_bar(self.progress, None, "images", "tasks")
+        try:
+            plan = await asyncio.to_thread(
+                plan_import,
+                raw,
+                project["classes"],
+                source=name,
+                base_dir=base,
+                files_root=Path(files_root) if files_root else None,
+                config=config,
+                progress=bar.update,
+            )
+        finally:
+            bar.close()
+        wanted = {t.external_id: t for t in plan.export.tasks}
+        reused: set[str] = set()
+        async for item in self.iter_items(project_id):
+            task = wanted.get(item["external_id"])
+            if task is None:
+                continue
+            if item["blob_sha256"] != sha256(plan.payloads[task.external_id][0]):
+                raise LabelStudioError(
+                    name,
+                    task.line,
+                    f"task {task.task_id}: the project already has an item "
+                    f"{task.external_id!r} with other content",
+                )
+            reused.add(task.external_id)
+        archive, count = plan_zip(plan, reused, split)
+        created = 0
+        if count:
+            done = await self.upload_bulk(project_id, archive, filename="labelstudio.zip")
+            created = done["created"]
+        rows = plan.rows()
+        labels: ImportResult = {"created": 0, "skipped_duplicates": 0, "annotators_created": 0}
+        if rows:
+            labels = await self.import_labels(project_id, rows)
+        return {
+            "tasks": len(plan.export.tasks),
+            "items_created": created,
+            "items_reused": len(reused),
+            "votes_created": labels["created"],
+            "votes_already_there": labels["skipped_duplicates"],
+            "annotators_created": labels["annotators_created"],
+            "annotations_not_votes": plan.export.skipped_annotations,
+        }
+
+    async def export_labelstudio(
+        self,
+        project_id: int,
+        *,
+        images: str = "inline",
+        labelled_only: bool = False,
+        config: LabelConfig | None = None,
+    ) -> list[dict[str, Any]]:
+        """The project as Label Studio tasks (its JSON export's shape), votes as annotations.
+
+        ``images``: ``inline`` (data URIs: self-contained), ``url`` (this server's payload
+        URL: readable with a token only), or a template such as
+        ``https://cdn.example.org/{external_id}`` (``{item_id}`` too)."""
+        rows = await self.export_rows(project_id)
+        items: list[dict[str, Any]] = [dict(i) async for i in self.iter_items(project_id)]
+        voted = {r["item_id"] for r in rows}
+        chosen = [i for i in items if i["id"] in voted] if labelled_only else items
+        refs: dict[int, str] = {}
+        bar = make_bar(self.progress, len(chosen), "images", "items")
+        try:
+            for item in chosen:
+                if images == "inline":
+                    payload = await self.get_payload(item["id"])
+                    refs[item["id"]] = data_uri(item["media_type"], payload)
+                elif images == "url":
+                    refs[item["id"]] = f"{self.url}{API}/items/{item['id']}/payload"
+                else:
+                    refs[item["id"]] = images.format(
+                        external_id=item["external_id"], item_id=item["id"]
+                    )
+                bar.update(1)
+        finally:
+            bar.close()
+        return to_tasks(rows, chosen, lambda item: refs[item["id"]], config=config)
 
 
 def _key() -> str:

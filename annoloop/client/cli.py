@@ -2,9 +2,9 @@
 
     annoloop project create -f spec.yaml        annoloop project list | show P
     annoloop items upload -p P DIR|FILE.npz|FILE.zip|IMAGE
-    annoloop labels import -p P FILE.csv|FILE.json
+    annoloop labels import -p P FILE.csv|FILE.json|LABEL-STUDIO-EXPORT.json
     annoloop cycle start -p P [--wait [STATE]]  annoloop cycle wait|list|cancel
-    annoloop export -p P [--format csv|json|jsonl] [-o FILE]
+    annoloop export -p P [--format csv|json|jsonl|labelstudio] [-o FILE]
     annoloop status [-p P]
 
 ``--json`` prints one JSON document on stdout (progress stays on stderr). The server and the
@@ -26,6 +26,7 @@ import httpx
 from annoloop.client._sync_client import Client
 from annoloop.client.config import resolve
 from annoloop.client.errors import AnnoloopError, ApiError
+from annoloop.client.labelstudio import label_config
 
 VERBS = ("project", "items", "labels", "cycle", "export", "status")
 Handler = Callable[[Client, argparse.Namespace], Any]
@@ -86,10 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     labels = verbs.add_parser("labels", help="import labels").add_subparsers(
         dest="action", required=True
     )
-    imp = labels.add_parser("import", parents=[common], help="CSV/JSON rows")
+    imp = labels.add_parser(
+        "import", parents=[common], help="CSV/JSON rows, or a Label Studio JSON export"
+    )
     _project_arg(imp)
-    imp.add_argument("file", help="external_id,annotator,class_index|class_name rows")
-    imp.add_argument("--format", choices=["auto", "csv", "json"], default="auto")
+    imp.add_argument(
+        "file", help="external_id,annotator,class_index|class_name rows, or Label Studio tasks"
+    )
+    imp.add_argument(
+        "--format",
+        choices=["auto", "csv", "json", "labelstudio"],
+        default="auto",
+        help="auto: Label Studio for a JSON list of tasks with `data`, else by suffix",
+    )
+    lsg = imp.add_argument_group("Label Studio")
+    lsg.add_argument(
+        "--files-root",
+        help="Label Studio's media folder (for /data/upload/...) or local-files root",
+    )
+    lsg.add_argument("--label-config", help="the project's labelling config XML, to check it")
+    lsg.add_argument("--split", default="pool", choices=["pool", "test"])
     imp.set_defaults(run=_labels_import)
 
     cycle = verbs.add_parser("cycle", help="start, follow, list, cancel cycles").add_subparsers(
@@ -122,9 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = verbs.add_parser("export", parents=[common], help="every vote and derived label")
     _project_arg(export)
-    export.add_argument("--format", choices=["csv", "json", "jsonl"], default="jsonl")
+    export.add_argument(
+        "--format", choices=["csv", "json", "jsonl", "labelstudio"], default="jsonl"
+    )
     export.add_argument("--aggregation", help="another aggregation model's labels")
     export.add_argument("-o", "--output", help="file to write (default stdout)")
+    lso = export.add_argument_group("Label Studio")
+    lso.add_argument(
+        "--images",
+        default="inline",
+        help="inline (data URIs), url (this server's payload URLs) or a template "
+        "like https://cdn/x/{external_id}",
+    )
+    lso.add_argument("--labelled-only", action="store_true", help="only items with votes")
+    lso.add_argument("--label-config-out", help="write the matching labelling config here")
     export.set_defaults(run=_export)
 
     status = verbs.add_parser("status", parents=[common], help="server, account, a project")
@@ -226,6 +254,19 @@ def _splits(splits: dict[str, int]) -> str:
 def _labels_import(c: Client, a: argparse.Namespace) -> Any:
     pid = _project_id(c, a.project)
     path = Path(a.file)
+    if a.format == "labelstudio" or (a.format == "auto" and _looks_like_label_studio(path)):
+        config = Path(a.label_config).read_text() if a.label_config else None
+        done = c.import_labelstudio(
+            pid, path, files_root=a.files_root, split=a.split, label_config=config
+        )
+        _say(
+            a,
+            f"imported {done['tasks']} Label Studio tasks: {done['items_created']} new items "
+            f"({done['items_reused']} already there), {done['votes_created']} votes "
+            f"({done['votes_already_there']} already there, {done['annotations_not_votes']} "
+            "cancelled or empty annotations left out)",
+        )
+        return done
     csv = a.format == "csv" or (a.format == "auto" and path.suffix.lower() == ".csv")
     result = c.import_labels(pid, path.read_bytes(), csv=csv)
     _say(
@@ -234,6 +275,18 @@ def _labels_import(c: Client, a: argparse.Namespace) -> Any:
         f"{result['annotators_created']} new annotators)",
     )
     return result
+
+
+def _looks_like_label_studio(path: Path) -> bool:
+    """A JSON list of objects with ``data`` (or one such object): Label Studio's tasks."""
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, OSError):
+        return False  # let the reader say what is wrong with it
+    first = value[0] if isinstance(value, list) and value else value
+    return isinstance(first, dict) and "data" in first
 
 
 def _cycle_start(c: Client, a: argparse.Namespace) -> Any:
@@ -276,7 +329,13 @@ def _cycle_cancel(c: Client, a: argparse.Namespace) -> Any:
 
 def _export(c: Client, a: argparse.Namespace) -> Any:
     pid = _project_id(c, a.project)
-    data = c.export(pid, format=a.format, aggregation=a.aggregation)
+    if a.format == "labelstudio":
+        tasks = c.export_labelstudio(pid, images=a.images, labelled_only=a.labelled_only)
+        if a.label_config_out:
+            Path(a.label_config_out).write_text(label_config(c.get_project(pid)["classes"]))
+        data = json.dumps(tasks, indent=2).encode()
+    else:
+        data = c.export(pid, format=a.format, aggregation=a.aggregation)
     if a.output:
         Path(a.output).write_bytes(data)
         print(f"wrote {len(data)} bytes to {a.output}", file=sys.stderr)
