@@ -30,6 +30,7 @@ from annoloop.client.types import (
     AnnotatorWithToken,
     BulkResult,
     CycleOut,
+    DeliveryOut,
     GoldImportResult,
     GoldOut,
     Health,
@@ -43,6 +44,8 @@ from annoloop.client.types import (
     QueueEntryOut,
     ScoreHistogram,
     TokenOut,
+    WebhookOut,
+    WebhookWithSecret,
 )
 from annoloop.client.uploads import (
     PART_ITEMS,
@@ -508,6 +511,39 @@ class AsyncClient:
 
         raw = await self.export(project_id, format="json", aggregation=aggregation)
         return cast(list[dict[str, Any]], json.loads(raw))
+
+    # ------------------------------------------------------------------ webhooks
+
+    async def create_webhook(
+        self, project_id: int, url: str, events: Sequence[str], *, secret: str | None = None
+    ) -> WebhookWithSecret:
+        """Subscribe ``url`` to ``events`` (cycle.state_changed, batch.labelled,
+        budget.spent); the answer's ``secret`` signs deliveries and is shown only here."""
+        body: dict[str, Any] = {"url": url, "events": list(events)}
+        if secret is not None:
+            body["secret"] = secret
+        path = f"/projects/{project_id}/webhooks"
+        return cast(WebhookWithSecret, await self._json("POST", path, json=body))
+
+    async def list_webhooks(self, project_id: int) -> list[WebhookOut]:
+        path = f"/projects/{project_id}/webhooks"
+        return cast(list[WebhookOut], await self._json("GET", path))
+
+    async def delete_webhook(self, project_id: int, webhook_id: int) -> None:
+        await self.request("DELETE", f"/projects/{project_id}/webhooks/{webhook_id}")
+
+    async def webhook_deliveries(
+        self, project_id: int, webhook_id: int, *, limit: int = 100
+    ) -> list[DeliveryOut]:
+        """The delivery log, newest first."""
+        path = f"/projects/{project_id}/webhooks/{webhook_id}/deliveries"
+        return cast(list[DeliveryOut], await self._json("GET", path, params={"limit": limit}))
+
+    async def retry_delivery(
+        self, project_id: int, webhook_id: int, delivery_id: int
+    ) -> DeliveryOut:
+        path = f"/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"
+        return cast(DeliveryOut, await self._json("POST", path))
 
     # ------------------------------------------------------------------ Label Studio
 

@@ -30,6 +30,7 @@ from annoloop.client.types import (
     AnnotatorWithToken,
     BulkResult,
     CycleOut,
+    DeliveryOut,
     GoldImportResult,
     GoldOut,
     Health,
@@ -43,6 +44,8 @@ from annoloop.client.types import (
     QueueEntryOut,
     ScoreHistogram,
     TokenOut,
+    WebhookOut,
+    WebhookWithSecret,
 )
 from annoloop.client.uploads import (
     PART_ITEMS,
@@ -502,6 +505,37 @@ class Client:
 
         raw = self.export(project_id, format="json", aggregation=aggregation)
         return cast(list[dict[str, Any]], json.loads(raw))
+
+    # ------------------------------------------------------------------ webhooks
+
+    def create_webhook(
+        self, project_id: int, url: str, events: Sequence[str], *, secret: str | None = None
+    ) -> WebhookWithSecret:
+        """Subscribe ``url`` to ``events`` (cycle.state_changed, batch.labelled,
+        budget.spent); the answer's ``secret`` signs deliveries and is shown only here."""
+        body: dict[str, Any] = {"url": url, "events": list(events)}
+        if secret is not None:
+            body["secret"] = secret
+        path = f"/projects/{project_id}/webhooks"
+        return cast(WebhookWithSecret, self._json("POST", path, json=body))
+
+    def list_webhooks(self, project_id: int) -> list[WebhookOut]:
+        path = f"/projects/{project_id}/webhooks"
+        return cast(list[WebhookOut], self._json("GET", path))
+
+    def delete_webhook(self, project_id: int, webhook_id: int) -> None:
+        self.request("DELETE", f"/projects/{project_id}/webhooks/{webhook_id}")
+
+    def webhook_deliveries(
+        self, project_id: int, webhook_id: int, *, limit: int = 100
+    ) -> list[DeliveryOut]:
+        """The delivery log, newest first."""
+        path = f"/projects/{project_id}/webhooks/{webhook_id}/deliveries"
+        return cast(list[DeliveryOut], self._json("GET", path, params={"limit": limit}))
+
+    def retry_delivery(self, project_id: int, webhook_id: int, delivery_id: int) -> DeliveryOut:
+        path = f"/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"
+        return cast(DeliveryOut, self._json("POST", path))
 
     # ------------------------------------------------------------------ Label Studio
 

@@ -131,6 +131,20 @@ class CycleProgress(TypedDict):
     open: int
 
 
+class DeliveryOut(TypedDict):
+    id: int
+    webhook_id: int
+    event: str
+    payload: dict[str, Any]
+    created_at: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: str
+    last_status: int | None
+    last_error: str | None
+    delivered_at: str | None
+
+
 class DerivedLabelOut(TypedDict):
     """The label the project's aggregation model derives from the item's live votes."""
 
@@ -367,3 +381,28 @@ class TokenOut(TypedDict):
     label: str | None
     created_at: str
     token: NotRequired[str | None]
+
+
+class WebhookCreate(TypedDict):
+    url: str
+    events: list[Literal["cycle.state_changed", "batch.labelled", "budget.spent"]]
+    secret: NotRequired[str | None]
+
+
+class WebhookOut(TypedDict):
+    id: int
+    project_id: int
+    url: str
+    events: list[str]
+    active: bool
+    created_at: str
+
+
+class WebhookWithSecret(TypedDict):
+    id: int
+    project_id: int
+    url: str
+    events: list[str]
+    active: bool
+    created_at: str
+    secret: str

@@ -5,6 +5,7 @@ tests talk to it over HTTP only, as an engineer's script would."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +36,14 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """SQLite and the embedded broker: the default setup an engineer starts with."""
-    tmp = tmp_path_factory.mktemp("live")
-    with fresh_database("sqlite", tmp) as db_url:
-        settings = settings_for("embedded", db_url, tmp / "data")
+@contextmanager
+def running_annoloop(
+    tmp: Path, backend: str = "sqlite", broker: str = "embedded", **env: str
+) -> Iterator[Live]:
+    """The API (uvicorn) and a worker as processes on a fresh database; ``env`` adds
+    settings (``ANNOLOOP_...``)."""
+    with fresh_database(backend, tmp) as db_url:
+        settings = settings_for(broker, db_url, tmp / "data")
         engine = make_engine(db_url)
         with unit_of_work(make_session_factory(engine)) as db:
             eng = create_annotator(db, actor=None, name="eng", role=Role.engineer)
@@ -52,13 +55,20 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         engine.dispose()
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = worker_env(settings)
+        environment = worker_env(settings, **env)
         api_log, worker_log = tmp / "api.log", tmp / "worker.log"
         with (
-            process(["api", "--port", str(port)], env, api_log),
-            process(["worker", "--concurrency", "1"], env, worker_log),
+            process(["api", "--port", str(port)], environment, api_log),
+            process(["worker", "--concurrency", "1"], environment, worker_log),
         ):
             wait_for(lambda: _healthy(url) or None, 60, "the API", api_log)
             yield Live(url, token, people, db_url, worker_log)
         text = api_log.read_text(errors="replace")
         assert "Traceback" not in text, text[-4000:]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """SQLite and the embedded broker: the default setup an engineer starts with."""
+    with running_annoloop(tmp_path_factory.mktemp("live")) as server:
+        yield server
