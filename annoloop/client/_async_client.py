@@ -175,7 +175,9 @@ class AsyncClient:
         return cast(TokenOut, await self._json("POST", path, json=body))
 
     async def revoke_token(self, token_id: int) -> None:
-        await self.request("DELETE", f"/tokens/{token_id}")
+        # Not resent after a lost answer: a second revoke answers 404, which would hide that
+        # the first one worked.
+        await self.request("DELETE", f"/tokens/{token_id}", idempotent=False)
 
     # ------------------------------------------------------------------ projects
 
@@ -211,7 +213,8 @@ class AsyncClient:
         await self.request("POST", f"/projects/{project_id}/members", json=body, idempotent=True)
 
     async def remove_member(self, project_id: int, annotator_id: int) -> None:
-        await self.request("DELETE", f"/projects/{project_id}/members/{annotator_id}")
+        path = f"/projects/{project_id}/members/{annotator_id}"
+        await self.request("DELETE", path, idempotent=False)  # a second one is a 404
 
     # ------------------------------------------------------------------ items
 
@@ -439,7 +442,7 @@ class AsyncClient:
 
     async def cancel_cycle(self, project_id: int, cycle_id: int) -> CycleOut:
         path = f"/projects/{project_id}/cycles/{cycle_id}/cancel"
-        return cast(CycleOut, await self._json("POST", path, idempotent=True))
+        return cast(CycleOut, await self._json("POST", path))  # a second one is a 409
 
     async def cycle_queue(self, project_id: int, cycle_id: int) -> list[QueueEntryOut]:
         path = f"/projects/{project_id}/cycles/{cycle_id}/queue"

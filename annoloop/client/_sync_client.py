@@ -174,7 +174,9 @@ class Client:
         return cast(TokenOut, self._json("POST", path, json=body))
 
     def revoke_token(self, token_id: int) -> None:
-        self.request("DELETE", f"/tokens/{token_id}")
+        # Not resent after a lost answer: a second revoke answers 404, which would hide that
+        # the first one worked.
+        self.request("DELETE", f"/tokens/{token_id}", idempotent=False)
 
     # ------------------------------------------------------------------ projects
 
@@ -210,7 +212,8 @@ class Client:
         self.request("POST", f"/projects/{project_id}/members", json=body, idempotent=True)
 
     def remove_member(self, project_id: int, annotator_id: int) -> None:
-        self.request("DELETE", f"/projects/{project_id}/members/{annotator_id}")
+        path = f"/projects/{project_id}/members/{annotator_id}"
+        self.request("DELETE", path, idempotent=False)  # a second one is a 404
 
     # ------------------------------------------------------------------ items
 
@@ -436,7 +439,7 @@ class Client:
 
     def cancel_cycle(self, project_id: int, cycle_id: int) -> CycleOut:
         path = f"/projects/{project_id}/cycles/{cycle_id}/cancel"
-        return cast(CycleOut, self._json("POST", path, idempotent=True))
+        return cast(CycleOut, self._json("POST", path))  # a second one is a 409
 
     def cycle_queue(self, project_id: int, cycle_id: int) -> list[QueueEntryOut]:
         path = f"/projects/{project_id}/cycles/{cycle_id}/queue"
