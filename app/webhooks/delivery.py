@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 # One implementation of the signature for sender and receiver: the client's.
 from annoloop.client.webhooks import sign as signature
 from app.core.config import Settings
-from app.core.db import utcnow
+from app.core.db import READ_ONLY, utcnow
 from app.webhooks.models import Webhook, WebhookDelivery
 from app.webhooks.urls import BadWebhookUrl, check_url
 
@@ -62,13 +62,20 @@ class Deliverer:
 
     def _claim(self, limit: int) -> list[Attempt]:
         now = self.clock()
+        # Looked for on a read-only transaction first: on SQLite every other transaction
+        # takes the one write lock (BEGIN IMMEDIATE), which a sweep every few seconds would
+        # take from the annotators for nothing.
         with self.factory() as db:
+            db.connection(execution_options={READ_ONLY: True})
             due = db.execute(
                 select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
                 .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
                 .order_by(WebhookDelivery.id)
                 .limit(limit)
             ).all()
+        if not due:
+            return []
+        with self.factory() as db:
             mine = []
             until = now + timedelta(seconds=CLAIM_S)
             for delivery_id, seen in due:
@@ -83,21 +90,20 @@ class Deliverer:
                 )
                 if moved.rowcount:  # type: ignore[attr-defined]
                     mine.append(delivery_id)
-            db.commit()
-            if not mine:
-                return []
             rows = db.execute(
                 select(WebhookDelivery, Webhook)
                 .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
                 .where(WebhookDelivery.id.in_(mine))
                 .order_by(WebhookDelivery.id)
             ).all()
-            return [
+            claimed = [
                 Attempt(
                     d.id, d.event, d.payload, d.created_at, d.attempts, w.url, w.secret, w.active
                 )
                 for d, w in rows
             ]
+            db.commit()
+            return claimed
 
     def _send(self, attempt: Attempt) -> tuple[int | None, str | None]:
         """(HTTP status, error): status 2xx and no error is a delivery."""

@@ -5,6 +5,7 @@ attempt per claim, a dead subscription sends nothing."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,3 +239,22 @@ def test_production_refuses_a_private_address_at_delivery_too(
     allowed.clock.advance(3600)  # type: ignore[attr-defined]
     allowed.run_once()
     assert _row(factory).state == "delivered"
+
+
+def test_an_idle_sweep_does_not_wait_for_sqlites_write_lock(tmp_path: Path) -> None:
+    """Nothing due: the sweep only reads, so an annotator's transaction holding SQLite's one
+    write lock does not hold it up (nor does it hold the annotators up)."""
+    from app.core.db import make_engine, make_session_factory
+    from tests.backends import fresh_sqlite
+
+    with fresh_sqlite(tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as writer:
+                writer.exec_driver_sql("UPDATE project SET name = name")  # BEGIN IMMEDIATE
+                started = time.monotonic()
+                assert _deliverer(make_session_factory(engine), Clock(), tmp_path).run_once() == 0
+                assert time.monotonic() - started < 5  # busy_timeout is 30 s
+                writer.rollback()
+        finally:
+            engine.dispose()
