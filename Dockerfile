@@ -55,12 +55,13 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
 # expects them (next to app/), and nothing is installed twice.
 COPY app ./app
 COPY worker ./worker
+COPY annoloop ./annoloop
 COPY migrations ./migrations
 COPY frontend ./frontend
 COPY alembic.ini ./
 RUN pip install --no-deps --no-build-isolation --editable . \
     && pip check \
-    && python -m compileall -q app worker migrations
+    && python -m compileall -q app worker annoloop migrations
 
 
 FROM ${PYTHON_IMAGE} AS runtime

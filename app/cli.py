@@ -1,4 +1,5 @@
-"""The ``annoloop`` command: run the API, a worker, both (``up``), migrations, accounts, blobs."""
+"""The ``annoloop`` command: run the API, a worker, both (``up``), migrations, accounts, blobs;
+and the engineer's client verbs (project, items, labels, cycle, export, status)."""
 
 from __future__ import annotations
 
@@ -236,7 +237,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="active learning with simulated annotators; `annoloop simulate --help` for options",
     )
 
+    from annoloop.client.cli import VERBS
+
+    for verb in VERBS:
+        sub.add_parser(verb, help=f"client: `annoloop {verb} --help` (talks to a server over HTTP)")
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in VERBS:  # the client parses its own options, needs httpx only
+        from annoloop.client.cli import main as client_main
+
+        sys.exit(client_main(argv))
     if argv[:1] == ["bench"]:  # the benchmark parses its own options
         from worker.bench import main as bench_main
 

@@ -8,6 +8,7 @@ from app.gold.models import GoldLabel
 from app.items.models import Item
 from app.projects.models import Project, ProjectMember
 from app.queue.models import Lease, QueueEntry
+from app.webhooks.models import Webhook, WebhookDelivery
 
 __all__ = [
     "Annotation",
@@ -21,4 +22,6 @@ __all__ = [
     "Project",
     "ProjectMember",
     "QueueEntry",
+    "Webhook",
+    "WebhookDelivery",
 ]

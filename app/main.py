@@ -40,6 +40,8 @@ from app.projects.router import router as projects_router
 from app.queue.router import router as queue_router
 from app.reports.people_stats import PeopleStatsStore
 from app.reports.router import router as reports_router
+from app.webhooks.delivery import make_delivery_thread
+from app.webhooks.router import router as webhooks_router
 
 API_PREFIX = "/api/v1"
 FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
@@ -85,6 +87,9 @@ def create_app(
     app.state.sweep = make_sweep(
         settings, app.state.session_factory, app.state.task_sender, session_factory is None
     )
+    app.state.webhooks = make_delivery_thread(
+        settings, app.state.session_factory, session_factory is None
+    )
     app.state.hot_path = make_hot_path(
         settings,
         engine,
@@ -107,6 +112,7 @@ def create_app(
         cycles_router,
         reports_router,
         gold_router,
+        webhooks_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     if FRONTEND_DIR.is_dir():
@@ -122,13 +128,14 @@ def create_app(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    if app.state.sweep is not None:
-        app.state.sweep.start()  # one per process: each app has one lifespan
+    background = [t for t in (app.state.sweep, app.state.webhooks) if t is not None]
+    for thread in background:
+        thread.start()  # one per process: each app has one lifespan
     if app.state.hot_path is not None:
         await app.state.hot_path.functions.run()  # before the first request, which it routes
     yield
-    if app.state.sweep is not None:
-        app.state.sweep.stop()
+    for thread in background:
+        thread.stop()
     if app.state.hot_path is not None:
         await app.state.hot_path.close()
 

@@ -134,6 +134,23 @@ class Settings(BaseSettings):
         description="Seconds between the API's sweeps that re-send lost cycle tasks (advance, "
         "refresh, run), e.g. after a broker outage; 0 = no sweep.",
     )
+    webhook_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds between the API's sweeps that deliver due webhook events "
+        "(app/webhooks); 0 = no delivery from this process.",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Production: let webhooks call private, loopback or link-local "
+        "addresses (refused otherwise, when subscribing and before each delivery).",
+    )
+    webhook_max_attempts: int = Field(12, ge=1, le=100, description="Tries per delivery.")
+    webhook_backoff_s: float = Field(
+        5.0, gt=0, description="Wait after a failed delivery, doubled after each failure."
+    )
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="Longest wait between tries.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="One delivery's HTTP timeout.")
     reconcile_grace_s: float = Field(
         60.0,
         ge=0,

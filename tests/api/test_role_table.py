@@ -23,6 +23,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.models import ApiToken
+from app.webhooks.models import WebhookDelivery
 from tests.api.helpers import (
     SMALL_CNN,
     add_member,
@@ -69,6 +70,8 @@ class World:
     annotator: int
     outsider: int
     annotator_token: int
+    webhook: int
+    delivery: int
 
 
 @dataclass
@@ -84,6 +87,10 @@ def _p(w: World) -> dict[str, int]:
 
 def _pc(w: World) -> dict[str, int]:
     return {"project_id": w.project, "cycle_id": w.cycle}
+
+
+def _w(w: World) -> dict[str, int]:
+    return {"project_id": w.project, "webhook_id": w.webhook}
 
 
 def _i(w: World) -> dict[str, int]:
@@ -180,6 +187,26 @@ TABLE: dict[tuple[str, str], Call] = {
         ENGINEER_READ, _p, lambda w: {"json": [{"external_id": "x0", "class_index": 1}]}
     ),
     ("GET", f"{V1}/projects/{{project_id}}/gold"): Call(ENGINEER_READ, _p),
+    # Webhooks call out of the server with the project's events: engineers only.
+    ("POST", f"{V1}/projects/{{project_id}}/webhooks"): Call(
+        Row(201, 201, 403, 403, 401),
+        _p,
+        lambda w: {"json": {"url": "https://example.org/", "events": ["budget.spent"]}},
+    ),
+    ("GET", f"{V1}/projects/{{project_id}}/webhooks"): Call(ENGINEER_READ, _p),
+    ("DELETE", f"{V1}/projects/{{project_id}}/webhooks/{{webhook_id}}"): Call(
+        Row(204, 204, 403, 403, 401), _w
+    ),
+    ("GET", f"{V1}/projects/{{project_id}}/webhooks/{{webhook_id}}/deliveries"): Call(
+        ENGINEER_READ, _w
+    ),
+    (
+        "POST",
+        f"{V1}/projects/{{project_id}}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/retry",
+    ): Call(
+        Row(409, 409, 403, 403, 401),  # allowed; the delivery has not failed
+        lambda w: {"project_id": w.project, "webhook_id": w.webhook, "delivery_id": w.delivery},
+    ),
 }
 
 
@@ -197,13 +224,20 @@ def _world(client: TestClient, accounts: Accounts, factory: sessionmaker[Session
     pid = create_project(client, accounts)["id"]
     add_member(client, accounts, pid, "annotator")
     item = upload_png(client, accounts, pid, seed=1, external_id="x0")["id"]
-    cycle = open_batch(factory, pid, [item], labels_wanted=3)
+    hook = client.post(
+        f"{V1}/projects/{pid}/webhooks",
+        json={"url": "https://example.org/", "events": ["cycle.state_changed"]},
+        headers=accounts.h("engineer"),
+    ).json()["id"]
+    cycle = open_batch(factory, pid, [item], labels_wanted=3)  # writes a delivery
     lease = lease_next(client, accounts, pid, "annotator")["lease"]["id"]
     with factory() as db:
         token = db.scalar(
             select(ApiToken.id).where(ApiToken.annotator_id == accounts.ids["annotator"])
         )
+        delivery = db.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == hook))
     assert token is not None
+    assert delivery is not None
     return World(
         project=pid,
         item=item,
@@ -212,6 +246,8 @@ def _world(client: TestClient, accounts: Accounts, factory: sessionmaker[Session
         annotator=accounts.ids["annotator"],
         outsider=accounts.ids["outsider"],
         annotator_token=token,
+        webhook=hook,
+        delivery=delivery,
     )
 
 
