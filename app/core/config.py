@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     blob_cache_bytes: int = Field(
         10 * 1024**3, ge=0, description="Size cap of that copy, oldest out first; 0 = no copy."
     )
+    tensor_cache_dir: Path | None = Field(
+        None,
+        description="Workers decode each item once into memory-mapped row files here, shared "
+        "by training, evaluation and scoring and reused by later cycles; default "
+        "data_dir/tensor-cache.",
+    )
+    tensor_cache_bytes: int = Field(
+        8 * 1024**3,
+        ge=0,
+        description="Size cap of the tensor cache, least recently used out first; 0 = no "
+        "cache (every read decodes its item again).",
+    )
     secret_key: str = Field(DEFAULT_SECRET, description="HMAC key for token hashes.")
 
     lease_seconds: int = Field(600, ge=10, description="How long an annotator holds an item.")
@@ -188,6 +200,8 @@ class Settings(BaseSettings):
             self.blob_dir = data / "blobs"
         if self.blob_cache_dir is None:
             self.blob_cache_dir = data / "blob-cache"
+        if self.tensor_cache_dir is None:
+            self.tensor_cache_dir = data / "tensor-cache"
         scheme = urlsplit(self.blob_url).scheme
         if self.blob_url and (scheme != "s3" or not urlsplit(self.blob_url).netloc):
             raise ValueError(
@@ -222,6 +236,11 @@ class Settings(BaseSettings):
     def blob_cache(self) -> Path:
         assert self.blob_cache_dir is not None  # filled by the validator
         return self.blob_cache_dir
+
+    @property
+    def tensor_cache(self) -> Path:
+        assert self.tensor_cache_dir is not None  # filled by the validator
+        return self.tensor_cache_dir
 
     def ensure_dirs(self) -> None:
         """Create the folders the embedded setup writes into."""

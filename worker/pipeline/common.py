@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from worker.ml.spec import ModelSpec
-from worker.pipeline.datasets import ItemDataset
+from worker.pipeline.datasets import CachedItemDataset, ItemDataset
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.snapshot import ItemRefs
 
@@ -17,8 +17,14 @@ SCORE_BATCH = 256
 
 def dataset_of(
     rt: Runtime, refs: ItemRefs, spec: ModelSpec, targets: np.ndarray | None = None
-) -> ItemDataset:
-    return ItemDataset(rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets)
+) -> ItemDataset | CachedItemDataset:
+    """The items of ``refs`` as model input (``(x, target)`` with ``targets``), decoded once
+    into the worker's tensor cache when it has one."""
+    if rt.tensors is None:
+        return ItemDataset(rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets)
+    return CachedItemDataset(
+        rt.tensors, rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets
+    )
 
 
 def state_bytes(model: torch.nn.Module) -> bytes:

@@ -12,6 +12,7 @@ import app.db_models  # noqa: F401  (mappers)
 from app.core.blobs import BlobStore, open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
+from worker.ml.tensor_cache import TensorCache
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class Runtime:
     engine: Engine
     factory: sessionmaker[Session]
     blobs: BlobStore
+    # Decoded items shared by every read of a cycle (None: decode on every read).
+    tensors: TensorCache | None = None
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -30,7 +33,12 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     # Remote blobs are read through a local copy: training reads each item every epoch.
     blobs = open_blob_store(settings, cache=True)
-    return Runtime(settings, engine, make_session_factory(engine), blobs)
+    tensors = (
+        TensorCache(settings.tensor_cache, settings.tensor_cache_bytes)
+        if settings.tensor_cache_bytes > 0
+        else None
+    )
+    return Runtime(settings, engine, make_session_factory(engine), blobs, tensors)
 
 
 @lru_cache
