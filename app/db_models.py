@@ -5,7 +5,7 @@ from app.auth.models import Annotator, ApiToken
 from app.core.db import Base
 from app.cycles.models import Cycle
 from app.gold.models import GoldLabel
-from app.items.models import Item
+from app.items.models import Item, ItemFeature
 from app.projects.models import Project, ProjectMember
 from app.queue.models import Lease, QueueEntry
 
@@ -17,6 +17,7 @@ __all__ = [
     "Cycle",
     "GoldLabel",
     "Item",
+    "ItemFeature",
     "Lease",
     "Project",
     "ProjectMember",

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
-from worker.ml.spec import ModelSpec
+from worker.ml.spec import ModelSpec, check_feature_name
 from worker.ml.strategy_params import MAX_FOLDS, check_params
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
@@ -23,6 +23,17 @@ class ModelSpecIn(BaseModel):
     name: Literal["small_cnn", "resnet18", "mlp"]
     input_shape: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=3)
     hparams: dict[str, Any] = Field(default_factory=dict)
+    input: str | None = Field(
+        None,
+        description="The named feature vector of each item the model takes (uploaded as "
+        "`features_<name>` with the items or later by external id); the items' images stay "
+        "what annotators see. Default: the item's own payload.",
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _input_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_feature_name(name, "input")
 
     @model_validator(mode="after")
     def _shape_fits_model(self) -> ModelSpecIn:
@@ -122,7 +133,7 @@ class ProjectCreate(_ProjectSettings):
     def _model_spec_trains(self) -> ProjectCreate:
         # The worker's own validation (torch-free), so a spec it would refuse when the
         # cycle runs is refused now, naming the key: hparams, their values and caps.
-        spec = {**self.model_spec.model_dump(), "num_classes": len(self.classes)}
+        spec = {**self.model_spec.model_dump(exclude_none=True), "num_classes": len(self.classes)}
         try:
             ModelSpec.from_dict(spec)
         except ValueError as exc:
