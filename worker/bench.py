@@ -9,8 +9,9 @@ check fails, unless ``--no-fail``. ``--quick`` is a small CI smoke run: exactnes
 structure are judged, timings are printed but marked SMOKE (small pools are dominated by
 per-call overheads and CI machines are noisy).
 
-Data: ``mnist10k.npz`` / ``cifar10h.npz`` from ``--data-dir`` (default ``$ANNOLOOP_BENCH_DATA``
-or ``shared/data`` beside the checkout); seeded random images stand in when a file is missing
+Data: ``mnist10k.npz`` / ``cifar10h.npz`` from ``--data-dir`` (default ``$ANNOLOOP_BENCH_DATA``,
+else ``$ANNOLOOP_SHARED_DATA``, else ``shared/data`` beside the checkout); seeded random images
+stand in when a file is missing
 (stated in the output). Models are ``build_model`` (small CNN, ResNet-18) with seed-0 random
 weights.
 """
@@ -558,6 +559,12 @@ def bench_dispersion(cfg: Config) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 
+def _bench_cycle(cfg: Config) -> list[Row]:
+    from worker.bench_cycle import bench_cycle  # imports the app: only when asked for
+
+    return bench_cycle(cfg)
+
+
 def _print_table(rows: list[Row]) -> None:
     headers = ("check", "measured", "reference", "ratio", "target", "result")
     cells = [
@@ -581,6 +588,7 @@ def _print_table(rows: list[Row]) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     default = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout
+    default = Path(os.environ.get("ANNOLOOP_SHARED_DATA", default))
     data_dir = Path(args.data_dir or os.environ.get("ANNOLOOP_BENCH_DATA", default))
     device = torch.device(args.device)
     if args.quick:
@@ -615,9 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion"],
+        choices=["gradnorm", "noise", "kcenter", "dispersion", "cycle"],
         action="append",
-        help="run only these sections (repeatable)",
+        help="run only these sections (repeatable); `cycle` (a real worker cycle against "
+        "bare PyTorch, worker/bench_cycle.py) runs only when named",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -627,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": bench_noise,
         "kcenter": bench_kcenter,
         "dispersion": bench_dispersion,
+        "cycle": _bench_cycle,
     }
     header = (
         f"annoloop kernel benchmark: torch {torch.__version__}, device {cfg.device}, "
@@ -637,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     rows: list[Row] = []
     for name, fn in sections.items():
-        if args.only and name not in args.only:
+        if (args.only and name not in args.only) or (not args.only and name == "cycle"):
             continue
         start = time.perf_counter()
         section = fn(cfg)
