@@ -20,7 +20,7 @@ class ModelSpecIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["small_cnn", "resnet18", "mlp"]
+    name: Literal["small_cnn", "resnet18", "mlp", "pretrained"]
     input_shape: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=3)
     hparams: dict[str, Any] = Field(default_factory=dict)
     input: str | None = Field(
@@ -37,11 +37,16 @@ class ModelSpecIn(BaseModel):
 
     @model_validator(mode="after")
     def _shape_fits_model(self) -> ModelSpecIn:
-        expected = {"small_cnn": 3, "resnet18": 3, "mlp": 1}[self.name]
+        expected = {"small_cnn": 3, "resnet18": 3, "mlp": 1, "pretrained": 3}[self.name]
         if len(self.input_shape) != expected:
             raise ValueError(f"{self.name} takes an input_shape of {expected} dimension(s)")
-        if self.name == "resnet18" and self.input_shape[0] != 3:
-            raise ValueError("resnet18 takes colour images: input_shape (3, H, W)")
+        if self.name in ("resnet18", "pretrained") and self.input_shape[0] != 3:
+            raise ValueError(f"{self.name} takes colour images: input_shape (3, H, W)")
+        if (
+            self.name == "pretrained"
+            and not 16 <= min(self.input_shape[1:]) <= max(self.input_shape[1:]) <= 1024
+        ):
+            raise ValueError("pretrained takes images of 16 to 1024 pixels a side")
         if self.name == "small_cnn":
             # The worker converts and resizes each image to this shape; two poolings need >= 12.
             channels, height, width = self.input_shape

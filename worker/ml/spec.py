@@ -22,10 +22,15 @@ from worker.ml.config import (
 
 __all__ = ["ARCHITECTURE_KEYS", "MODEL_NAMES", "ModelSpec", "check_feature_name"]
 
-MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp")
+MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp", "pretrained")
 
 
-DEFAULT_DROPOUT: dict[str, float] = {"small_cnn": 0.5, "resnet18": 0.0, "mlp": 0.5}
+DEFAULT_DROPOUT: dict[str, float] = {
+    "small_cnn": 0.5,
+    "resnet18": 0.0,
+    "mlp": 0.5,
+    "pretrained": 0.0,
+}
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 128)
 
 # small_cnn has two unpadded 5x5 convolutions, each followed by a 2x2 pool.
@@ -91,7 +96,8 @@ class ModelSpec:
 
     def validate(self) -> None:
         """Check shape/architecture compatibility and every hyper-parameter value."""
-        if self.name in ("small_cnn", "resnet18"):
+        self._validate_backbone()
+        if self.name in ("small_cnn", "resnet18", "pretrained"):
             if len(self.input_shape) != 3:
                 raise ValueError(
                     f"{self.name} needs input_shape (C, H, W), got {list(self.input_shape)}"
@@ -121,6 +127,36 @@ class ModelSpec:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"hparams must be JSON-serialisable: {exc}") from exc
         TrainConfig.from_hparams(self.hparams)
+
+    def _validate_backbone(self) -> None:
+        if self.name != "pretrained":
+            for key in ("backbone", "frozen"):
+                if key in self.hparams:
+                    raise ValueError(f"hparams.{key} only applies to the pretrained model")
+            return
+        if "backbone" not in self.hparams:
+            raise ValueError("the pretrained model needs hparams.backbone: a configured name")
+        check_feature_name(self.hparams["backbone"], "hparams.backbone")
+        if not isinstance(self.hparams.get("frozen", True), bool):
+            raise ValueError(
+                f"hparams.frozen must be true or false, got {self.hparams['frozen']!r}"
+            )
+        if self.input is not None:
+            raise ValueError("the pretrained model takes the items' images: no input key")
+        if len(self.input_shape) != 3 or self.input_shape[0] != 3:
+            raise ValueError(
+                f"pretrained needs input_shape (3, H, W), got {list(self.input_shape)}"
+            )
+
+    @property
+    def backbone(self) -> str | None:
+        """The configured backbone name (pretrained model), else None."""
+        return str(self.hparams["backbone"]) if self.name == "pretrained" else None
+
+    @property
+    def frozen(self) -> bool:
+        """Pretrained model: the backbone stays as loaded and only the head trains."""
+        return self.name == "pretrained" and bool(self.hparams.get("frozen", True))
 
     @property
     def dropout(self) -> float:

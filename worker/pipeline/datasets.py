@@ -21,6 +21,9 @@ from torch.utils.data import Dataset
 
 from app.core.blobs import BlobStore
 from app.items.media import decode_feature_payload, decode_image_payload
+from worker.ml.backbones import backbone_for
+from worker.ml.device import resolve_device
+from worker.ml.spec import ModelSpec
 from worker.ml.tensor_cache import RowsDataset, TensorCache, item_key
 
 FEATURES = "application/x-float32"
@@ -146,3 +149,60 @@ class CachedItemDataset(RowsDataset):
             return vec.reshape(self.input_shape)
         pixels = image_pixels(decode_image_payload(payload), self.input_shape)
         return pixels if self.dtype == np.uint8 else pixels.astype(np.float32) / 255.0
+
+
+class EmbeddingDataset(CachedItemDataset):
+    """Items as a frozen backbone's (F,) features, computed once per item and checkpoint into
+    the tensor cache (the row files are keyed by the weights' digest and the image size), and
+    shared by every cycle, strategy and shard that reads them."""
+
+    def __init__(
+        self,
+        cache: TensorCache,
+        blobs: BlobStore,
+        hashes: Sequence[str],
+        media_types: Sequence[str],
+        spec: ModelSpec,
+        targets: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(cache, blobs, hashes, media_types, spec.input_shape, targets)
+        assert spec.backbone is not None
+        self.backbone, self.weights_sha256 = backbone_for(spec.backbone)
+        self.image_shape = self.input_shape
+        self.input_shape = (self.backbone.feature_dim,)
+        self.dtype = np.dtype(np.float32)
+
+    def rows(self) -> np.ndarray:
+        if self._array is None:
+            side = "x".join(map(str, self.image_shape))
+            self._array = self.cache.rows(
+                self.keys,
+                self.input_shape,
+                self.dtype,
+                self._embed,
+                tag=f"embedding-{self.weights_sha256}-{side}",
+                check=self.check,
+            )
+        return self._array
+
+    def _embed(self, positions: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode images a batch at a time and run them through the backbone (eval mode)."""
+        device = resolve_device()
+        net = self.backbone.to(device).eval()
+        for start in range(0, len(positions), EMBED_BATCH):
+            part = list(positions[start : start + EMBED_BATCH])
+            pixels = np.stack([self._pixels(p) for p in part])
+            with torch.no_grad():
+                x = torch.from_numpy(pixels).to(device, torch.float32).div_(255.0)
+                feats = net(x).float().cpu().numpy()
+            yield from zip(part, feats, strict=True)
+
+    def _pixels(self, index: int) -> np.ndarray:
+        if self.media_types[index] == FEATURES:
+            raise ValueError("a pretrained backbone takes images, and this item is a vector")
+        return image_pixels(
+            decode_image_payload(self.blobs.get(self.hashes[index])), self.image_shape
+        )
+
+
+EMBED_BATCH = 64

@@ -12,6 +12,7 @@ import app.db_models  # noqa: F401  (mappers)
 from app.core.blobs import BlobStore, open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
+from worker.ml import backbones
 from worker.ml.tensor_cache import TensorCache
 
 
@@ -33,6 +34,13 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     # Remote blobs are read through a local copy: training reads each item every epoch.
     blobs = open_blob_store(settings, cache=True)
+    backbones.configure(
+        {
+            name: backbones.BackboneSource(name, v["arch"], v["weights"], v["sha256"])
+            for name, v in settings.backbone_sources.items()
+        },
+        settings.backbone_cache,
+    )
     tensors = (
         TensorCache(settings.tensor_cache, settings.tensor_cache_bytes)
         if settings.tensor_cache_bytes > 0
