@@ -153,6 +153,16 @@ def _bench_size(world: World, size: Size, repeats: int, cfg: Config) -> list[Row
     )
     out.append(
         _ratio_row(
+            f"cycle {tag}: cycle CPU time, before (no cache)",
+            best["before"]["cpu"],
+            bare["cpu"],
+            "bare",
+            None,
+            cfg,
+        )
+    )
+    out.append(
+        _ratio_row(
             f"cycle {tag}: cycle wall, before (no cache)",
             best["before"]["wall"],
             bare_wall,

@@ -188,11 +188,20 @@ def load_backbone(arch: str, weights: Path) -> Backbone:
 def backbone_for(name: str) -> tuple[Backbone, str]:
     """The configured backbone ``name`` loaded (a fresh copy: fine-tuning changes it), and its
     weights' SHA-256. The file is read once per process."""
+    return copy.deepcopy(_template(name)), source(name).sha256
+
+
+def describe(name: str) -> tuple[int, str]:
+    """(feature size, weights' SHA-256) of the configured backbone ``name``, without a copy."""
+    return _template(name).feature_dim, source(name).sha256
+
+
+def _template(name: str) -> Backbone:
     src = source(name)
     key = (src.arch, src.sha256)
     if key not in _LOADED:
         _LOADED[key] = load_backbone(src.arch, fetch_weights(src)).eval()
-    return copy.deepcopy(_LOADED[key]), src.sha256
+    return _LOADED[key]
 
 
 _LOADED: dict[tuple[str, str], Backbone] = {}
@@ -211,6 +220,7 @@ __all__ = [
     "BackboneSource",
     "backbone_for",
     "configure",
+    "describe",
     "fetch_weights",
     "load_backbone",
     "verify",

@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from worker.ml.backbones import backbone_for
+from worker.ml.backbones import backbone_for, describe
 from worker.ml.spec import ModelSpec
 
 
@@ -123,16 +123,10 @@ class Pretrained(Classifier):
 
     def __init__(self, spec: ModelSpec) -> None:
         assert spec.backbone is not None
-        backbone, sha256 = backbone_for(spec.backbone)
-        body: nn.Module = nn.Identity() if spec.frozen else backbone
-        super().__init__(body, backbone.feature_dim, spec.num_classes, spec.dropout, "pretrained")
+        feature_dim, sha256 = describe(spec.backbone)
+        body: nn.Module = nn.Identity() if spec.frozen else backbone_for(spec.backbone)[0]
+        super().__init__(body, feature_dim, spec.num_classes, spec.dropout, "pretrained")
         self.weights_sha256 = sha256
-
-
-def embedding_size(spec: ModelSpec) -> int:
-    """F of a pretrained model's embeddings (what a frozen model takes per item)."""
-    assert spec.backbone is not None
-    return backbone_for(spec.backbone)[0].feature_dim
 
 
 def build_model(spec: ModelSpec, seed: int) -> Classifier:

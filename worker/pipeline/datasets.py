@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from app.core.blobs import BlobStore
 from app.items.media import decode_feature_payload, decode_image_payload
-from worker.ml.backbones import backbone_for
+from worker.ml.backbones import backbone_for, describe
 from worker.ml.device import resolve_device
 from worker.ml.spec import ModelSpec
 from worker.ml.tensor_cache import RowsDataset, TensorCache, item_key
@@ -167,9 +167,10 @@ class EmbeddingDataset(CachedItemDataset):
     ) -> None:
         super().__init__(cache, blobs, hashes, media_types, spec.input_shape, targets)
         assert spec.backbone is not None
-        self.backbone, self.weights_sha256 = backbone_for(spec.backbone)
+        self.backbone_name = spec.backbone
+        feature_dim, self.weights_sha256 = describe(spec.backbone)
         self.image_shape = self.input_shape
-        self.input_shape = (self.backbone.feature_dim,)
+        self.input_shape = (feature_dim,)
         self.dtype = np.dtype(np.float32)
 
     def rows(self) -> np.ndarray:
@@ -188,7 +189,7 @@ class EmbeddingDataset(CachedItemDataset):
     def _embed(self, positions: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Decode images a batch at a time and run them through the backbone (eval mode)."""
         device = resolve_device()
-        net = self.backbone.to(device).eval()
+        net = backbone_for(self.backbone_name)[0].to(device).eval()
         for start in range(0, len(positions), EMBED_BATCH):
             part = list(positions[start : start + EMBED_BATCH])
             pixels = np.stack([self._pixels(p) for p in part])
