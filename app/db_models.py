@@ -5,7 +5,7 @@ from app.auth.models import Annotator, ApiToken
 from app.core.db import Base
 from app.cycles.models import Cycle
 from app.gold.models import GoldLabel
-from app.items.models import Item
+from app.items.models import Item, ItemFeature
 from app.projects.models import Project, ProjectMember
 from app.queue.models import Lease, QueueEntry
 from app.webhooks.models import Webhook, WebhookDelivery
@@ -18,6 +18,7 @@ __all__ = [
     "Cycle",
     "GoldLabel",
     "Item",
+    "ItemFeature",
     "Lease",
     "Project",
     "ProjectMember",

@@ -528,6 +528,12 @@ def bench_dispersion(cfg: Config) -> list[Row]:
 # --------------------------------------------------------------------------------------------
 
 
+def _bench_cycle(cfg: Config) -> list[Row]:
+    from worker.bench_cycle import bench_cycle  # imports the app: only when asked for
+
+    return bench_cycle(cfg)
+
+
 def _print_table(rows: list[Row]) -> None:
     headers = ("check", "measured", "reference", "ratio", "target", "result")
     cells = [
@@ -586,9 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion"],
+        choices=["gradnorm", "noise", "kcenter", "dispersion", "cycle"],
         action="append",
-        help="run only these sections (repeatable)",
+        help="run only these sections (repeatable); `cycle` (a real worker cycle against "
+        "bare PyTorch, worker/bench_cycle.py) runs only when named",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -598,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": bench_noise,
         "kcenter": bench_kcenter,
         "dispersion": bench_dispersion,
+        "cycle": _bench_cycle,
     }
     header = (
         f"annoloop kernel benchmark: torch {torch.__version__}, device {cfg.device}, "
@@ -608,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     rows: list[Row] = []
     for name, fn in sections.items():
-        if args.only and name not in args.only:
+        if (args.only and name not in args.only) or (not args.only and name == "cycle"):
             continue
         start = time.perf_counter()
         section = fn(cfg)

@@ -167,6 +167,20 @@ class ErrorDetail(TypedDict):
     detail: NotRequired[Any]
 
 
+class FeatureSetOut(TypedDict):
+    """One name of feature vectors in a project."""
+
+    name: str
+    dim: int
+    items: int
+    missing: int
+    model_input: bool
+
+
+class FeaturesUploaded(TypedDict):
+    stored: dict[str, int]
+
+
 class GoldImportResult(TypedDict):
     created: int
     unchanged: int
@@ -238,9 +252,10 @@ class MemberAdd(TypedDict):
 class ModelSpecIn(TypedDict):
     """Which network the worker trains; ``num_classes`` comes from the project's classes."""
 
-    name: Literal["small_cnn", "resnet18", "mlp"]
+    name: Literal["small_cnn", "resnet18", "mlp", "pretrained"]
     input_shape: list[int]
     hparams: NotRequired[dict[str, Any]]
+    input: NotRequired[str | None]
 
 
 class NextOut(TypedDict):

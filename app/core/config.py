@@ -10,6 +10,7 @@ installed. Production sets ``ANNOLOOP_DATABASE_URL=postgresql+psycopg://…`` an
 from __future__ import annotations
 
 import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -78,6 +79,31 @@ class Settings(BaseSettings):
     )
     blob_cache_bytes: int = Field(
         10 * 1024**3, ge=0, description="Size cap of that copy, oldest out first; 0 = no copy."
+    )
+    tensor_cache_dir: Path | None = Field(
+        None,
+        description="Workers decode each item once into memory-mapped row files here, shared "
+        "by training, evaluation and scoring and reused by later cycles; default "
+        "data_dir/tensor-cache.",
+    )
+    tensor_cache_bytes: int = Field(
+        8 * 1024**3,
+        ge=0,
+        description="Size cap of the tensor cache, least recently used out first; 0 = no "
+        "cache (every read decodes its item again).",
+    )
+    backbones: str = Field(
+        "",
+        description="Pretrained backbones projects may use (model `pretrained`), as JSON: "
+        '`{"NAME": {"arch": "resnet18", "weights": "/models/r18.pth or https://…", '
+        '"sha256": "…"}}`. arch: resnet18/34/50, mobilenet_v3_small/large, efficientnet_b0; '
+        "weights: a torch state dict of that architecture, checked against sha256 when a "
+        "project is configured and when a worker first copies it.",
+    )
+    backbone_cache_dir: Path | None = Field(
+        None,
+        description="Each worker's copy of the backbone weights files, by digest; default "
+        "data_dir/backbones.",
     )
     secret_key: str = Field(DEFAULT_SECRET, description="HMAC key for token hashes.")
 
@@ -212,6 +238,11 @@ class Settings(BaseSettings):
             self.blob_dir = data / "blobs"
         if self.blob_cache_dir is None:
             self.blob_cache_dir = data / "blob-cache"
+        if self.tensor_cache_dir is None:
+            self.tensor_cache_dir = data / "tensor-cache"
+        if self.backbone_cache_dir is None:
+            self.backbone_cache_dir = data / "backbones"
+        self.backbone_sources  # noqa: B018  (parses ANNOLOOP_BACKBONES: refused at start-up)
         scheme = urlsplit(self.blob_url).scheme
         if self.blob_url and (scheme != "s3" or not urlsplit(self.blob_url).netloc):
             raise ValueError(
@@ -246,6 +277,38 @@ class Settings(BaseSettings):
     def blob_cache(self) -> Path:
         assert self.blob_cache_dir is not None  # filled by the validator
         return self.blob_cache_dir
+
+    @property
+    def backbone_sources(self) -> dict[str, dict[str, str]]:
+        """``backbones`` parsed: name -> {"arch", "weights", "sha256"}."""
+        if not self.backbones.strip():
+            return {}
+        try:
+            raw = json.loads(self.backbones)
+        except ValueError as exc:
+            raise ValueError(f"ANNOLOOP_BACKBONES is not JSON: {exc}") from exc
+        keys = {"arch", "weights", "sha256"}
+        if not isinstance(raw, dict) or not all(
+            isinstance(v, dict) and set(v) == keys and all(isinstance(x, str) for x in v.values())
+            for v in raw.values()
+        ):
+            raise ValueError(
+                'ANNOLOOP_BACKBONES must map names to {"arch", "weights", "sha256"} strings'
+            )
+        for name, v in raw.items():
+            if len(v["sha256"]) != 64 or not set(v["sha256"]) <= set("0123456789abcdef"):
+                raise ValueError(f"ANNOLOOP_BACKBONES[{name!r}].sha256 is not a sha256 hex digest")
+        return {str(k): dict(v) for k, v in raw.items()}
+
+    @property
+    def backbone_cache(self) -> Path:
+        assert self.backbone_cache_dir is not None  # filled by the validator
+        return self.backbone_cache_dir
+
+    @property
+    def tensor_cache(self) -> Path:
+        assert self.tensor_cache_dir is not None  # filled by the validator
+        return self.tensor_cache_dir
 
     def ensure_dirs(self) -> None:
         """Create the folders the embedded setup writes into."""

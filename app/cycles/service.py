@@ -17,6 +17,7 @@ from app.cycles import repository
 from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
 from app.cycles.states import transition, transition_or_409
+from app.items import service as items
 from app.projects.models import Project
 from app.projects.schemas import check_strategy
 from app.queue import repository as queue
@@ -35,6 +36,14 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         raise Conflict(
             f"cycle {running.number} is still {running.state.value}; wait or cancel it",
             code="cycle_running",
+        )
+    missing = items.missing_model_input(db, project)
+    if missing:
+        raise Conflict(
+            f"{missing} item(s) have no feature vector {project.model_spec['input']!r}, which "
+            "the model takes; upload them (POST …/features:bulk) before a cycle",
+            code="features_missing",
+            detail={"missing": missing},
         )
     number = repository.next_number(db, project.id)
     params = body.params if body.params is not None else dict(project.strategy_params)

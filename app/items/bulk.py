@@ -52,6 +52,7 @@ from app.items.media import (
     validate_external_id,
     validate_split,
 )
+from worker.ml.spec import FEATURE_NAME
 
 MANIFEST_NAME: Final = "manifest.csv"
 CSV_COLUMNS: Final = ("filename", "external_id", "split")
@@ -492,11 +493,12 @@ def _check_npz_members(zf: zipfile.ZipFile, limits: MediaLimits) -> None:
     seen: set[str] = set()
     for info in zf.infolist():
         stem, ext = posixpath.splitext(info.filename)
-        if ext != ".npy" or stem not in _NPZ_ARRAYS:
+        if ext != ".npy" or (stem not in _NPZ_ARRAYS and feature_array_name(stem) is None):
             raise MediaError(
                 "bad_npz",
                 f"npz member {info.filename!r} is not expected; allowed arrays: "
-                f"{', '.join(sorted(_NPZ_ARRAYS))}",
+                f"{', '.join(sorted(_NPZ_ARRAYS))}, and features_<name> (a-z 0-9 _ . -) for "
+                "named feature vectors beside images",
             )
         if stem in seen:
             raise MediaError("bad_npz", f"npz member {info.filename!r} appears twice")
@@ -563,12 +565,14 @@ def _precheck_shapes(shapes: dict[str, tuple[int, ...]], limits: MediaLimits) ->
             f"npz images are {images[2]}x{images[1]} = {images[1] * images[2]:,} pixels; "
             f"the limit is {limits.max_pixels:,}",
         )
-    features = shapes.get("features", ())
-    if len(features) == 2 and features[1] > limits.max_feature_dim:
-        raise MediaError(
-            "too_large",
-            f"npz features have D={features[1]:,}; the limit is {limits.max_feature_dim:,}",
-        )
+    for key, features in shapes.items():
+        if key != "features" and feature_array_name(key) is None:
+            continue
+        if len(features) == 2 and features[1] > limits.max_feature_dim:
+            raise MediaError(
+                "too_large",
+                f"npz {key} have D={features[1]:,}; the limit is {limits.max_feature_dim:,}",
+            )
 
 
 def _load_npz_arrays(
@@ -685,28 +689,61 @@ def _npz_image_items(
     return item
 
 
+FEATURES_PREFIX: Final = "features_"
+
+
+def feature_array_name(stem: str) -> str | None:
+    """The vector name of an npz array ``features_<name>``, or None for any other array."""
+    if not stem.startswith(FEATURES_PREFIX):
+        return None
+    name = stem[len(FEATURES_PREFIX) :]
+    return name if FEATURE_NAME.fullmatch(name) else None
+
+
+def check_feature_array(
+    features: npt.NDArray[Any], key: str, n: int | None, limits: MediaLimits
+) -> int:
+    """A float32 (N, D) array of finite values (N = ``n`` when given); returns D."""
+    if features.dtype.kind != "f" or features.dtype.itemsize != 4:
+        raise MediaError(
+            "bad_npz",
+            f"npz {key!r} must be float32; got {features.dtype} (use .astype(np.float32))",
+        )
+    if features.ndim != 2 or features.shape[1] == 0 or (n is not None and len(features) != n):
+        rows = "N" if n is None else str(n)
+        raise MediaError("bad_npz", f"npz {key!r} must have shape ({rows},D); got {features.shape}")
+    dim = int(features.shape[1])
+    if dim > limits.max_feature_dim:
+        raise MediaError(
+            "too_large", f"npz {key} have D={dim:,}; the limit is {limits.max_feature_dim:,}"
+        )
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)[:5].tolist()
+        raise MediaError("bad_npz", f"npz {key!r} has NaN or infinite values in rows {bad}")
+    return dim
+
+
+def named_feature_arrays(
+    arrays: dict[str, npt.NDArray[Any]], n: int | None, limits: MediaLimits
+) -> dict[str, npt.NDArray[Any]]:
+    """The npz's ``features_<name>`` arrays by name, each checked (N rows when ``n`` given)."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for key in sorted(arrays):
+        name = feature_array_name(key)
+        if name is not None:
+            check_feature_array(arrays[key], key, n, limits)
+            out[name] = arrays[key]
+    return out
+
+
 def _npz_feature_items(
     features: npt.NDArray[Any],
     ids: list[str | None],
     splits: list[str | None],
     limits: MediaLimits,
 ) -> Callable[[int], PreparedItem]:
-    if features.dtype.kind != "f" or features.dtype.itemsize != 4:
-        raise MediaError(
-            "bad_npz",
-            f"npz 'features' must be float32; got {features.dtype} (use .astype(np.float32))",
-        )
-    if features.ndim != 2 or features.shape[1] == 0:
-        raise MediaError("bad_npz", f"npz 'features' must have shape (N,D); got {features.shape}")
-    dim = int(features.shape[1])
-    if dim > limits.max_feature_dim:
-        raise MediaError(
-            "too_large", f"npz features have D={dim:,}; the limit is {limits.max_feature_dim:,}"
-        )
-    finite = np.isfinite(features).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)[:5].tolist()
-        raise MediaError("bad_npz", f"npz 'features' has NaN or infinite values in rows {bad}")
+    dim = check_feature_array(features, "features", None, limits)
 
     def item(i: int) -> PreparedItem:
         return PreparedItem(
@@ -766,9 +803,54 @@ def open_npz(archive: BinaryIO, *, limits: MediaLimits) -> NpzImport:
             "too_many_items", f"the npz has {n:,} rows; the limit is {limits.max_bulk_items:,}"
         )
     ids, splits = _npz_labels(arrays, n)
+    named = named_feature_arrays(arrays, n, limits)
     if has_images:
-        return NpzImport(n, _npz_image_items(data, ids, splits, limits))
+        image_item = _npz_image_items(data, ids, splits, limits)
+        if not named:
+            return NpzImport(n, image_item)
+
+        def with_features(i: int) -> PreparedItem:
+            item = image_item(i)
+            item.features.update({k: v[i].astype("<f4").tobytes() for k, v in named.items()})
+            return item
+
+        return NpzImport(n, with_features)
+    if named:
+        raise MediaError(
+            "bad_npz", "named feature vectors (features_<name>) go beside 'images', not 'features'"
+        )
     return NpzImport(n, _npz_feature_items(data, ids, splits, limits))
+
+
+def open_feature_npz(
+    archive: BinaryIO, *, limits: MediaLimits
+) -> tuple[list[str], dict[str, npt.NDArray[Any]]]:
+    """An npz of ``external_ids`` (N,) and one or more ``features_<name>`` (N, D) float32
+    arrays, for items uploaded before: (external ids, arrays by name), checked completely."""
+    with _open_zip(archive, limits, "npz") as zf:
+        _check_npz_members(zf, limits)
+        arrays = _load_npz_arrays(archive, zf, limits)
+    others = sorted(set(arrays) - {"external_ids"} - {k for k in arrays if feature_array_name(k)})
+    if others:
+        raise MediaError(
+            "bad_npz", f"a feature upload holds external_ids and features_<name> only, not {others}"
+        )
+    if "external_ids" not in arrays:
+        raise MediaError("bad_npz", "the npz must name its items in 'external_ids'")
+    n = int(arrays["external_ids"].shape[0]) if arrays["external_ids"].ndim == 1 else -1
+    ids = _npz_strings(arrays, "external_ids", max(n, 0))
+    if ids is None or n <= 0:
+        raise MediaError("bad_npz", "'external_ids' must be a non-empty string array (N,)")
+    if n > limits.max_bulk_items:
+        raise MediaError(
+            "too_many_items", f"the npz has {n:,} rows; the limit is {limits.max_bulk_items:,}"
+        )
+    if len(set(ids)) != n:
+        raise MediaError("duplicate_external_id", "'external_ids' names an item twice")
+    named = named_feature_arrays(arrays, n, limits)
+    if not named:
+        raise MediaError("bad_npz", "the npz holds no features_<name> array")
+    return ids, named
 
 
 def prepare_npz(archive: BinaryIO, *, limits: MediaLimits) -> list[PreparedItem]:

@@ -90,6 +90,8 @@ class PreparedItem:
     external_id: str | None
     split: str | None  # "pool" | "test" | None (= caller's default)
     meta: dict[str, Any] = field(default_factory=dict)
+    # Named feature vectors for models (little-endian float32 bytes), beside an image payload.
+    features: dict[str, bytes] = field(default_factory=dict)
 
 
 class MediaError(ValueError):

@@ -29,3 +29,23 @@ class Item(Base):
     external_id: Mapped[str] = mapped_column(String(255))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ItemFeature(Base):
+    """A named feature vector of an item, for models (``model_spec.input`` names it), while
+    the item's own payload (an image) is what people see. Float32 little-endian, in the blob
+    store like every payload; at most one vector per (item, name), replaced by a new upload."""
+
+    __tablename__ = "item_feature"
+    __table_args__ = (
+        UniqueConstraint("item_id", "name"),
+        Index("ix_item_feature_project_name", "project_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("project.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("item.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    blob_sha256: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,12 +4,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, or_, select
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.annotations.models import Annotation
 from app.core.enums import Split
-from app.items.models import Item
+from app.items.models import Item, ItemFeature
 from app.queue.models import Lease
 
 _CHUNK = 500  # stays under every backend's bound-parameter limit
@@ -71,3 +71,51 @@ def annotator_has_seen(db: Session, item_id: int, annotator_id: int, now: dateti
         Annotation.item_id == item_id, Annotation.annotator_id == annotator_id
     )
     return bool(db.scalar(select(or_(leased, labelled))))
+
+
+def features_of(db: Session, item_ids: list[int]) -> dict[tuple[int, str], ItemFeature]:
+    """Every named vector of these items, by (item id, name)."""
+    out: dict[tuple[int, str], ItemFeature] = {}
+    ids = sorted(set(item_ids))
+    for start in range(0, len(ids), _CHUNK):
+        stmt = select(ItemFeature).where(ItemFeature.item_id.in_(ids[start : start + _CHUNK]))
+        out.update(((f.item_id, f.name), f) for f in db.scalars(stmt))
+    return out
+
+
+def feature_dims(db: Session, project_id: int, names: set[str]) -> dict[str, int]:
+    """The length of each named vector the project holds already."""
+    stmt = (
+        select(ItemFeature.name, func.min(ItemFeature.dim))
+        .where(ItemFeature.project_id == project_id, ItemFeature.name.in_(sorted(names)))
+        .group_by(ItemFeature.name)
+    )
+    return {name: int(dim) for name, dim in db.execute(stmt)}
+
+
+def feature_counts(db: Session, project_id: int) -> list[tuple[str, int, dict[str, int]]]:
+    """(name, length, items per split) of each vector name of the project, by name."""
+    stmt = (
+        select(ItemFeature.name, func.min(ItemFeature.dim), Item.split, func.count())
+        .join(Item, Item.id == ItemFeature.item_id)
+        .where(ItemFeature.project_id == project_id)
+        .group_by(ItemFeature.name, Item.split)
+        .order_by(ItemFeature.name)
+    )
+    out: dict[str, tuple[int, dict[str, int]]] = {}
+    for name, dim, split, count in db.execute(stmt):
+        out.setdefault(name, (int(dim), {}))[1][split.value] = int(count)
+    return [(name, dim, counts) for name, (dim, counts) in out.items()]
+
+
+def item_counts(db: Session, project_id: int) -> dict[str, int]:
+    stmt = (
+        select(Item.split, func.count()).where(Item.project_id == project_id).group_by(Item.split)
+    )
+    return {split.value: int(count) for split, count in db.execute(stmt)}
+
+
+def count_without_feature(db: Session, project_id: int, name: str) -> int:
+    has = exists().where(ItemFeature.item_id == Item.id, ItemFeature.name == name)
+    stmt = select(func.count()).select_from(Item).where(Item.project_id == project_id, ~has)
+    return int(db.scalar(stmt) or 0)

@@ -13,9 +13,23 @@ from app.core.ids import IdPath
 from app.core.pagination import Page, decode_cursor, encode_cursor
 from app.deps import Blobs, CurrentUser, DbSession, Engineer, SettingsDep
 from app.items import repository, service
-from app.items.bulk import NpzImport, ZipImport, open_npz, prepare_zip, sniff_archive
+from app.items.bulk import (
+    NpzImport,
+    ZipImport,
+    open_feature_npz,
+    open_npz,
+    prepare_zip,
+    sniff_archive,
+)
 from app.items.media import MediaError, MediaLimits, prepare_image
-from app.items.schemas import BulkResult, DerivedLabelOut, ItemOut, LabelledItemOut
+from app.items.schemas import (
+    BulkResult,
+    DerivedLabelOut,
+    FeatureSetOut,
+    FeaturesUploaded,
+    ItemOut,
+    LabelledItemOut,
+)
 from app.projects import service as projects
 from app.projects.service import get_for_engineer
 
@@ -82,7 +96,10 @@ def upload_bulk(
     settings: SettingsDep,
     archive: Annotated[
         UploadFile,
-        File(description="A zip of PNG/JPEG images, or an .npz with `images` or `features`."),
+        File(
+            description="A zip of PNG/JPEG images, or an .npz with `images` or `features` "
+            "(and beside `images`, named vectors for models as `features_<name>` arrays)."
+        ),
     ],
     manifest: Annotated[
         UploadFile | None,
@@ -109,6 +126,42 @@ def upload_bulk(
         return service.add_in_parts(db, blobs, project, prepared, split)
     except MediaError as exc:  # also a zip member that changed while it was read again
         raise _media_error(exc) from exc
+
+
+@router.post(
+    "/projects/{project_id}/features:bulk",
+    response_model=FeaturesUploaded,
+    status_code=201,
+    responses=STORAGE_RESPONSES,
+)
+def upload_features(
+    project_id: IdPath,
+    db: DbSession,
+    actor: Engineer,
+    blobs: Blobs,
+    settings: SettingsDep,
+    archive: Annotated[
+        UploadFile,
+        File(
+            description="An .npz of `external_ids` (N,) and one or more `features_<name>` "
+            "(N, D) float32 arrays: named vectors for items uploaded before (a vector of the "
+            "same name is replaced)."
+        ),
+    ],
+) -> FeaturesUploaded:
+    project = get_for_engineer(db, actor, project_id)
+    try:
+        ids, arrays = open_feature_npz(archive.file, limits=_limits(settings))
+    except MediaError as exc:
+        raise _media_error(exc) from exc
+    return FeaturesUploaded(stored=service.attach_features(db, blobs, project, ids, arrays))
+
+
+@router.get("/projects/{project_id}/features", response_model=list[FeatureSetOut])
+def list_features(project_id: IdPath, db: DbSession, actor: Engineer) -> list[FeatureSetOut]:
+    """The names of feature vectors in the project, their length and coverage."""
+    project = get_for_engineer(db, actor, project_id)
+    return service.feature_summary(db, project)
 
 
 @router.get("/projects/{project_id}/items", response_model=Page[LabelledItemOut])

@@ -44,3 +44,17 @@ class BulkResult(BaseModel):
     first_id: int | None
     last_id: int | None
     splits: dict[str, int]
+
+
+class FeatureSetOut(BaseModel):
+    """One name of feature vectors in a project."""
+
+    name: str
+    dim: int
+    items: int  # items that have a vector of this name
+    missing: int  # items that have none
+    model_input: bool  # the project's model takes this vector (``model_spec.input``)
+
+
+class FeaturesUploaded(BaseModel):
+    stored: dict[str, int]  # vectors stored (new or replaced) per name

@@ -5,15 +5,19 @@ from fastapi import APIRouter
 from app.auth import repository as annotator_repo
 from app.auth.schemas import AnnotatorOut
 from app.core.ids import IdPath
-from app.deps import CurrentUser, DbSession, Engineer
+from app.deps import CurrentUser, DbSession, Engineer, SettingsDep
 from app.projects import repository, service
+from app.projects.backbones import check_backbone
 from app.projects.schemas import MemberAdd, ProjectCreate, ProjectOut, ProjectUpdate
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
 
 @router.post("", response_model=ProjectOut, status_code=201)
-def create_project(body: ProjectCreate, db: DbSession, actor: Engineer) -> ProjectOut:
+def create_project(
+    body: ProjectCreate, db: DbSession, actor: Engineer, settings: SettingsDep
+) -> ProjectOut:
+    check_backbone(settings, body.model_spec.model_dump())
     return ProjectOut.model_validate(service.create(db, actor, body))
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
-from worker.ml.spec import ModelSpec
+from worker.ml.spec import ModelSpec, check_feature_name
 from worker.ml.strategy_params import MAX_FOLDS, check_params
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
@@ -20,17 +20,33 @@ class ModelSpecIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["small_cnn", "resnet18", "mlp"]
+    name: Literal["small_cnn", "resnet18", "mlp", "pretrained"]
     input_shape: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=3)
     hparams: dict[str, Any] = Field(default_factory=dict)
+    input: str | None = Field(
+        None,
+        description="The named feature vector of each item the model takes (uploaded as "
+        "`features_<name>` with the items or later by external id); the items' images stay "
+        "what annotators see. Default: the item's own payload.",
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _input_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_feature_name(name, "input")
 
     @model_validator(mode="after")
     def _shape_fits_model(self) -> ModelSpecIn:
-        expected = {"small_cnn": 3, "resnet18": 3, "mlp": 1}[self.name]
+        expected = {"small_cnn": 3, "resnet18": 3, "mlp": 1, "pretrained": 3}[self.name]
         if len(self.input_shape) != expected:
             raise ValueError(f"{self.name} takes an input_shape of {expected} dimension(s)")
-        if self.name == "resnet18" and self.input_shape[0] != 3:
-            raise ValueError("resnet18 takes colour images: input_shape (3, H, W)")
+        if self.name in ("resnet18", "pretrained") and self.input_shape[0] != 3:
+            raise ValueError(f"{self.name} takes colour images: input_shape (3, H, W)")
+        if (
+            self.name == "pretrained"
+            and not 16 <= min(self.input_shape[1:]) <= max(self.input_shape[1:]) <= 1024
+        ):
+            raise ValueError("pretrained takes images of 16 to 1024 pixels a side")
         if self.name == "small_cnn":
             # The worker converts and resizes each image to this shape; two poolings need >= 12.
             channels, height, width = self.input_shape
@@ -122,7 +138,7 @@ class ProjectCreate(_ProjectSettings):
     def _model_spec_trains(self) -> ProjectCreate:
         # The worker's own validation (torch-free), so a spec it would refuse when the
         # cycle runs is refused now, naming the key: hparams, their values and caps.
-        spec = {**self.model_spec.model_dump(), "num_classes": len(self.classes)}
+        spec = {**self.model_spec.model_dump(exclude_none=True), "num_classes": len(self.classes)}
         try:
             ModelSpec.from_dict(spec)
         except ValueError as exc:

@@ -59,7 +59,7 @@ def list_visible(db: Session, actor: Annotator) -> list[Project]:
 def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
     if repository.by_name(db, body.name) is not None:
         raise Conflict(f"a project named {body.name!r} exists", code="duplicate_name")
-    spec = body.model_spec.model_dump()
+    spec = body.model_spec.model_dump(exclude_none=True)
     spec["num_classes"] = len(body.classes)
     project = Project(
         name=body.name,

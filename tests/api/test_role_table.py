@@ -61,6 +61,12 @@ def _npz() -> bytes:
     return buf.getvalue()
 
 
+def _features_npz() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, external_ids=np.array(["nobody"]), features_emb=np.ones((1, 4), np.float32))
+    return buf.getvalue()
+
+
 @dataclass
 class World:
     project: int
@@ -144,6 +150,13 @@ TABLE: dict[tuple[str, str], Call] = {
         _p,
         lambda w: {"files": {"archive": ("d.npz", _npz(), "application/octet-stream")}},
     ),
+    # Allowed callers get past authorization to the content check: no item "nobody" (422).
+    ("POST", f"{V1}/projects/{{project_id}}/features:bulk"): Call(
+        Row(422, 422, 403, 403, 401),
+        _p,
+        lambda w: {"files": {"archive": ("f.npz", _features_npz(), "application/octet-stream")}},
+    ),
+    ("GET", f"{V1}/projects/{{project_id}}/features"): Call(ENGINEER_READ, _p),
     ("GET", f"{V1}/items/{{item_id}}"): Call(MEMBER_READ, _i),
     ("GET", f"{V1}/items/{{item_id}}/payload"): Call(MEMBER_READ, _i),
     # Only the annotator holds the item's lease; the others are allowed but not leased (409).

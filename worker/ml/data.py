@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 
 def to_float_tensor(images: np.ndarray, input_shape: Sequence[int]) -> Tensor:
@@ -118,6 +118,18 @@ def soft_targets(counts: np.ndarray) -> np.ndarray:
     return (counts / totals).astype(np.float32)
 
 
+class PreBatched(tuple[Any, ...]):
+    """A whole batch a Dataset's ``__getitems__`` built at once (``(x,)`` or ``(x, target)``
+    stacked): the loader hands it on as it is instead of collating items one by one."""
+
+
+def collate(batch: Any) -> Any:
+    """``default_collate``, except that a ``PreBatched`` batch passes through."""
+    if isinstance(batch, PreBatched):
+        return batch[0] if len(batch) == 1 else tuple(batch)
+    return default_collate(batch)
+
+
 def make_loader(
     dataset: Dataset[Any],
     batch_size: int,
@@ -145,6 +157,7 @@ def make_loader(
         generator=generator,
         drop_last=drop_last,
         num_workers=num_workers,
+        collate_fn=collate,
     )
 
 

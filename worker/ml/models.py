@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from worker.ml.backbones import backbone_for, describe
 from worker.ml.spec import ModelSpec
 
 
@@ -28,6 +29,7 @@ class Classifier(nn.Module):
     head: nn.Linear
     dropout: nn.Module
     arch: str
+    weights_sha256: str | None = None  # a pretrained backbone's weights file
 
     def __init__(
         self, body: nn.Module, feature_dim: int, num_classes: int, dropout: float, arch: str
@@ -110,6 +112,23 @@ class MLP(Classifier):
         super().__init__(nn.Sequential(*layers), width, num_classes, dropout, "mlp")
 
 
+class Pretrained(Classifier):
+    """A configured torchvision backbone (``worker/ml/backbones.py``) and a new head.
+
+    Fine-tuned: (B, 3, H, W) images in, the backbone trains with the head. Frozen: the
+    backbone's features are computed once per item by the pipeline (the embedding cache), so
+    this model takes (B, F) embeddings and its body is the identity: only the head trains,
+    and strategies' features are the embeddings themselves.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        assert spec.backbone is not None
+        feature_dim, sha256 = describe(spec.backbone)
+        body: nn.Module = nn.Identity() if spec.frozen else backbone_for(spec.backbone)[0]
+        super().__init__(body, feature_dim, spec.num_classes, spec.dropout, "pretrained")
+        self.weights_sha256 = sha256
+
+
 def build_model(spec: ModelSpec, seed: int) -> Classifier:
     """Build the network ``spec`` names, initialised from ``seed`` alone.
 
@@ -126,6 +145,8 @@ def build_model(spec: ModelSpec, seed: int) -> Classifier:
             model = ResNet18(spec.input_shape, spec.num_classes, spec.dropout)
         elif spec.name == "mlp":
             model = MLP(spec.input_shape, spec.num_classes, spec.dropout, spec.hidden_sizes)
+        elif spec.name == "pretrained":
+            model = Pretrained(spec)
         else:  # pragma: no cover - validate() rejects unknown names
             raise ValueError(f"unknown model name {spec.name!r}")
     return model

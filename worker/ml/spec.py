@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,12 +20,17 @@ from worker.ml.config import (
     TrainConfig,
 )
 
-__all__ = ["ARCHITECTURE_KEYS", "MODEL_NAMES", "ModelSpec"]
+__all__ = ["ARCHITECTURE_KEYS", "MODEL_NAMES", "ModelSpec", "check_feature_name"]
 
-MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp")
+MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp", "pretrained")
 
 
-DEFAULT_DROPOUT: dict[str, float] = {"small_cnn": 0.5, "resnet18": 0.0, "mlp": 0.5}
+DEFAULT_DROPOUT: dict[str, float] = {
+    "small_cnn": 0.5,
+    "resnet18": 0.0,
+    "mlp": 0.5,
+    "pretrained": 0.0,
+}
 DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 128)
 
 # small_cnn has two unpadded 5x5 convolutions, each followed by a 2x2 pool.
@@ -43,17 +49,20 @@ class ModelSpec:
     input_shape: tuple[int, ...]
     num_classes: int
     hparams: dict[str, Any] = field(default_factory=dict)
+    # The named feature vector of each item the model takes (``item_feature.name``); None:
+    # the item's own payload (its image, or its vector for a features-only project).
+    input: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
         """Build and validate a spec; any problem raises ``ValueError`` saying what is wrong."""
         if not isinstance(d, Mapping):
             raise ValueError(f"model spec must be a mapping, got {type(d).__name__}")
-        unknown = set(d) - {"name", "input_shape", "num_classes", "hparams"}
+        unknown = set(d) - {"name", "input_shape", "num_classes", "hparams", "input"}
         if unknown:
             raise ValueError(
                 f"unknown model spec keys {sorted(unknown)}; "
-                "valid keys are name, input_shape, num_classes, hparams"
+                "valid keys are name, input_shape, num_classes, hparams, input"
             )
         for key in ("name", "input_shape", "num_classes"):
             if key not in d:
@@ -78,13 +87,17 @@ class ModelSpec:
             hparams = json.loads(json.dumps(dict(hparams), allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"hparams must be JSON-serialisable: {exc}") from exc
-        spec = cls(str(name), input_shape, int(num_classes), hparams)
+        model_input = d.get("input")
+        if model_input is not None:
+            check_feature_name(model_input, "input")
+        spec = cls(str(name), input_shape, int(num_classes), hparams, model_input)
         spec.validate()
         return spec
 
     def validate(self) -> None:
         """Check shape/architecture compatibility and every hyper-parameter value."""
-        if self.name in ("small_cnn", "resnet18"):
+        self._validate_backbone()
+        if self.name in ("small_cnn", "resnet18", "pretrained"):
             if len(self.input_shape) != 3:
                 raise ValueError(
                     f"{self.name} needs input_shape (C, H, W), got {list(self.input_shape)}"
@@ -115,6 +128,36 @@ class ModelSpec:
             raise ValueError(f"hparams must be JSON-serialisable: {exc}") from exc
         TrainConfig.from_hparams(self.hparams)
 
+    def _validate_backbone(self) -> None:
+        if self.name != "pretrained":
+            for key in ("backbone", "frozen"):
+                if key in self.hparams:
+                    raise ValueError(f"hparams.{key} only applies to the pretrained model")
+            return
+        if "backbone" not in self.hparams:
+            raise ValueError("the pretrained model needs hparams.backbone: a configured name")
+        check_feature_name(self.hparams["backbone"], "hparams.backbone")
+        if not isinstance(self.hparams.get("frozen", True), bool):
+            raise ValueError(
+                f"hparams.frozen must be true or false, got {self.hparams['frozen']!r}"
+            )
+        if self.input is not None:
+            raise ValueError("the pretrained model takes the items' images: no input key")
+        if len(self.input_shape) != 3 or self.input_shape[0] != 3:
+            raise ValueError(
+                f"pretrained needs input_shape (3, H, W), got {list(self.input_shape)}"
+            )
+
+    @property
+    def backbone(self) -> str | None:
+        """The configured backbone name (pretrained model), else None."""
+        return str(self.hparams["backbone"]) if self.name == "pretrained" else None
+
+    @property
+    def frozen(self) -> bool:
+        """Pretrained model: the backbone stays as loaded and only the head trains."""
+        return self.name == "pretrained" and bool(self.hparams.get("frozen", True))
+
     @property
     def dropout(self) -> float:
         """Dropout probability in front of the classification head."""
@@ -125,14 +168,35 @@ class ModelSpec:
         """MLP hidden layer widths."""
         return tuple(int(h) for h in self.hparams.get("hidden_sizes", DEFAULT_HIDDEN_SIZES))
 
+    @property
+    def input_dim(self) -> int:
+        """Values per item the model takes (a feature vector's length)."""
+        return math.prod(self.input_shape)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict; ``ModelSpec.from_dict(spec.to_dict()) == spec``."""
-        return {
+        out = {
             "name": self.name,
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
             "hparams": json.loads(json.dumps(self.hparams)),
         }
+        if self.input is not None:
+            out["input"] = self.input
+        return out
+
+
+FEATURE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def check_feature_name(name: Any, what: str = "feature name") -> str:
+    """A feature vector's name: 1 to 64 of a-z 0-9 _ . - (starting with a letter or digit)."""
+    if not isinstance(name, str) or not FEATURE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{what} must be 1 to 64 characters of a-z, 0-9, '_', '.', '-' starting with a "
+            f"letter or digit, got {name!r}"
+        )
+    return name
 
 
 def _is_int(v: Any) -> bool:

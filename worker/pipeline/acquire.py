@@ -83,6 +83,8 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     }
 
     model = build_model(spec, seed=inputs.seed)
+    if spec.backbone is not None:  # which weights the backbone had: the name may be re-pointed
+        metrics["backbone"] = {"name": spec.backbone, "sha256": model.weights_sha256}
     checkpoint: str | None = None
     if not cold_start:
         t0 = time.perf_counter()

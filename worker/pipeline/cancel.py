@@ -118,6 +118,8 @@ class _Guarded(Dataset[Any]):
         self.check = check
         # Training weights classes from this attribute without decoding every item.
         self.targets = getattr(dataset, "targets", None)
+        if hasattr(dataset, "check"):  # a dataset that fills a cache checks while it fills
+            dataset.check = check
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -125,6 +127,14 @@ class _Guarded(Dataset[Any]):
     def __getitem__(self, index: int) -> Any:
         self.check()
         return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        """A whole batch: one check, then the dataset's own batched read if it has one."""
+        self.check()
+        batched = getattr(self.dataset, "__getitems__", None)
+        if batched is not None:
+            return batched(indices)
+        return [self.dataset[i] for i in indices]
 
 
 def _seconds_since(started_at: datetime) -> float:

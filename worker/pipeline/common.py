@@ -8,17 +8,29 @@ import numpy as np
 import torch
 
 from worker.ml.spec import ModelSpec
-from worker.pipeline.datasets import ItemDataset
+from worker.ml.tensor_cache import TensorCache
+from worker.pipeline.datasets import CachedItemDataset, EmbeddingDataset, ItemDataset
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.snapshot import ItemRefs
 
 SCORE_BATCH = 256
+# With the tensor cache off, a frozen backbone's embeddings still go through one this big.
+EMBEDDINGS_ONLY_BYTES = 1024**3
 
 
 def dataset_of(
     rt: Runtime, refs: ItemRefs, spec: ModelSpec, targets: np.ndarray | None = None
-) -> ItemDataset:
-    return ItemDataset(rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets)
+) -> ItemDataset | CachedItemDataset:
+    """The items of ``refs`` as model input (``(x, target)`` with ``targets``), decoded once
+    into the worker's tensor cache when it has one."""
+    if spec.frozen:  # a frozen backbone's features: computed once, always through a cache
+        cache = rt.tensors or TensorCache(rt.settings.tensor_cache, EMBEDDINGS_ONLY_BYTES)
+        return EmbeddingDataset(cache, rt.blobs, refs.hashes, refs.media_types, spec, targets)
+    if rt.tensors is None:
+        return ItemDataset(rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets)
+    return CachedItemDataset(
+        rt.tensors, rt.blobs, refs.hashes, refs.media_types, spec.input_shape, targets
+    )
 
 
 def state_bytes(model: torch.nn.Module) -> bytes:

@@ -13,6 +13,8 @@ from app.core.blobs import BlobStore, open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
 from app.core.tasks import TaskSender
+from worker.ml import backbones
+from worker.ml.tensor_cache import TensorCache
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,8 @@ class Runtime:
     engine: Engine
     factory: sessionmaker[Session]
     blobs: BlobStore
+    # Decoded items shared by every read of a cycle (None: decode on every read).
+    tensors: TensorCache | None = None
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -31,7 +35,19 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     # Remote blobs are read through a local copy: training reads each item every epoch.
     blobs = open_blob_store(settings, cache=True)
-    return Runtime(settings, engine, make_session_factory(engine), blobs)
+    backbones.configure(
+        {
+            name: backbones.BackboneSource(name, v["arch"], v["weights"], v["sha256"])
+            for name, v in settings.backbone_sources.items()
+        },
+        settings.backbone_cache,
+    )
+    tensors = (
+        TensorCache(settings.tensor_cache, settings.tensor_cache_bytes)
+        if settings.tensor_cache_bytes > 0
+        else None
+    )
+    return Runtime(settings, engine, make_session_factory(engine), blobs, tensors)
 
 
 @lru_cache

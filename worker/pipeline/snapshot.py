@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, literal, select
 from sqlalchemy.orm import Session
 
 from app.annotations.derived import derive
@@ -18,7 +18,8 @@ from app.core.enums import LabelSource, ProjectKind, QueueState, Split
 from app.cycles.models import Cycle
 from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from app.gold import repository as gold_labels
-from app.items.models import Item
+from app.items.media import MEDIA_FLOAT32 as FEATURES_MEDIA
+from app.items.models import Item, ItemFeature
 from app.projects.models import Project
 from app.queue.models import QueueEntry
 
@@ -103,11 +104,7 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
     test_labels: list[int] = []
     test_unlabelled = 0
     vote_rows: list[tuple[int, int, int]] = []
-    items = db.execute(
-        select(Item.id, Item.split, Item.blob_sha256, Item.media_type)
-        .where(Item.project_id == project.id)
-        .order_by(Item.id)
-    )
+    items = db.execute(_item_inputs(project).order_by(Item.id))
     for item_id, split, blob, media_type in items:
         counts = votes.get(item_id)
         if split is Split.test:
@@ -131,6 +128,7 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
             labelled.append(item_id, blob, media_type)
             labelled_counts.append(counts)
 
+    _check_inputs(db, project, len(labelled) + len(candidates) + len(test) + test_unlabelled)
     count_matrix = (
         np.stack(labelled_counts) if labelled_counts else np.zeros((0, num_classes), np.int64)
     )
@@ -160,6 +158,31 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
         labels_spent=project.labels_spent,
         votes=np.asarray(vote_rows, dtype=np.int64).reshape(-1, 3) if keep_voters else None,
     )
+
+
+def _item_inputs(project: Project) -> Select[int, Split, str, str]:
+    """(id, split, blob, media type) of each item of the project: its payload, or the feature
+    vector its model takes (``model_spec.input``), which every item must have."""
+    wanted = project.model_spec.get("input")
+    if not wanted:
+        return select(Item.id, Item.split, Item.blob_sha256, Item.media_type).where(
+            Item.project_id == project.id
+        )
+    return (
+        select(Item.id, Item.split, ItemFeature.blob_sha256, literal(FEATURES_MEDIA))
+        .join(ItemFeature, (ItemFeature.item_id == Item.id) & (ItemFeature.name == wanted))
+        .where(Item.project_id == project.id)
+    )
+
+
+def _check_inputs(db: Session, project: Project, read: int) -> None:
+    """Every item must have the vector its model takes; say so rather than train on fewer."""
+    total = db.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id))
+    if project.model_spec.get("input") and read != total:
+        raise ValueError(
+            f"{int(total or 0) - read} item(s) have no feature vector "
+            f"{project.model_spec['input']!r}, which the model takes"
+        )
 
 
 MODEL_BASED = ("dawid_skene", "crowdlab")
