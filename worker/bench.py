@@ -603,6 +603,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worker.bench_selection import bench_selection  # imports this module back
+
     parser = argparse.ArgumentParser(
         prog="python -m worker.bench", description=__doc__.split("\n")[0]
     )
@@ -615,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion"],
+        choices=["gradnorm", "noise", "kcenter", "dispersion", "selection"],
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -627,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": bench_noise,
         "kcenter": bench_kcenter,
         "dispersion": bench_dispersion,
+        "selection": bench_selection,
     }
     header = (
         f"annoloop kernel benchmark: torch {torch.__version__}, device {cfg.device}, "

@@ -260,7 +260,6 @@ class ProbCover(EmbeddingStrategy):
         if delta is None:
             k = int(np.asarray(arrays["classes"])[0])
             delta = purity_delta(everything, k, self.purity, seed)
-        self.last_delta = delta  # for the cycle's record
         keys = tie_keys(seed, np.arange(n) if ids is None else np.asarray(ids))
         picked, scores = probcover_pick(everything, lab.shape[0], int(budget), delta, keys)
         return finalise(picked, scores)
