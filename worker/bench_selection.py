@@ -46,7 +46,7 @@ def bench_selection(cfg: Config) -> list[Row]:
     from worker.bench import BATCH, Row, _judge, _load_images, _min_time, _model, _ratio_row
 
     dev = cfg.device
-    n = 64 if cfg.quick else 512
+    n = 16 if cfg.quick else 512
     x, src = _load_images(cfg, "mnist10k.npz", n, (1, 28, 28))
     batches = list(x.to(dev).split(BATCH))
     model = _model("small_cnn", (1, 28, 28), dev)
