@@ -580,6 +580,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worker.bench_selection import bench_selection  # imports this module back
+
     parser = argparse.ArgumentParser(
         prog="python -m worker.bench", description=__doc__.split("\n")[0]
     )
@@ -592,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion", "cycle"],
+        choices=["gradnorm", "noise", "kcenter", "dispersion", "selection", "cycle"],
         action="append",
         help="run only these sections (repeatable); `cycle` (a real worker cycle against "
         "bare PyTorch, worker/bench_cycle.py) runs only when named",
@@ -605,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise": bench_noise,
         "kcenter": bench_kcenter,
         "dispersion": bench_dispersion,
+        "selection": bench_selection,
         "cycle": _bench_cycle,
     }
     header = (

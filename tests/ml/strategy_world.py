@@ -22,6 +22,8 @@ DIM = 6
 SMALL_PARAMS: dict[str, dict[str, object]] = {
     "bald": {"mc_samples": 5},
     "noise_stability": {"num_samples": 3, "zeta": 0.05},
+    "discriminative": {"mini_queries": 3, "max_epochs": 5},
+    "emoc": {"reference": 40},
 }
 
 
@@ -30,6 +32,7 @@ class World:
     model: Classifier
     pool: TensorPool
     labelled: TensorPool
+    labelled_targets: np.ndarray
 
     def ctx(self, seed: int = 0, pool: TensorPool | None = None, offset: int = 0) -> ScoringContext:
         return ScoringContext(
@@ -40,6 +43,7 @@ class World:
             seed=seed,
             batch_size=BATCH,
             offset=offset,
+            labelled_targets=self.labelled_targets,
         )
 
 
@@ -69,4 +73,5 @@ def make_world(strategy: Strategy | None = None, n: int = POOL_N, seed: int = 0)
         seed=seed,
         epoch_callback=callback,
     )
-    return World(model, pool, TensorPool(torch.from_numpy(x_lab), BATCH))
+    targets = one_hot(y_lab, NUM_CLASSES)
+    return World(model, pool, TensorPool(torch.from_numpy(x_lab), BATCH), np.asarray(targets))
