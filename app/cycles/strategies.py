@@ -16,6 +16,9 @@ ACQUISITION_STRATEGIES = frozenset(
         "expected_gradnorm",
         "entropy_gradnorm",
         "dispersion",
+        "ensemble_vote_entropy",
+        "ensemble_consensus_entropy",
+        "ensemble_mutual_information",
     }
 )
 # ActiveLab (``worker/ml/activelab.py``): a cleaning project's queue mixes unlabelled pool

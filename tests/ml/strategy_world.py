@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from worker.ml.data import ArrayDataset, TensorPool, one_hot
+from worker.ml.ensemble import EnsembleModel, ensemble_size, train_ensemble
 from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import ScoringContext, Strategy
@@ -22,12 +23,15 @@ DIM = 6
 SMALL_PARAMS: dict[str, dict[str, object]] = {
     "bald": {"mc_samples": 5},
     "noise_stability": {"num_samples": 3, "zeta": 0.05},
+    "ensemble_vote_entropy": {"members": 3},
+    "ensemble_consensus_entropy": {"members": 3},
+    "ensemble_mutual_information": {"members": 3},
 }
 
 
 @dataclass
 class World:
-    model: Classifier
+    model: Classifier  # an EnsembleModel for ensemble strategies
     pool: TensorPool
     labelled: TensorPool
 
@@ -43,8 +47,11 @@ class World:
         )
 
 
-def make_world(strategy: Strategy | None = None, n: int = POOL_N, seed: int = 0) -> World:
-    """Train a small MLP for 3 epochs on 12 labelled points (running the strategy's callback)."""
+def make_world(
+    strategy: Strategy | None = None, n: int = POOL_N, seed: int = 0, members: int | None = None
+) -> World:
+    """Train a small MLP for 3 epochs on 12 labelled points (running the strategy's callback);
+    an ensemble of ``members`` such MLPs (default: what the strategy asks for) when > 0."""
     g = torch.Generator().manual_seed(seed)
     centers = torch.randn(NUM_CLASSES, DIM, generator=g) * 2
     y_pool = torch.arange(n) % NUM_CLASSES
@@ -59,14 +66,19 @@ def make_world(strategy: Strategy | None = None, n: int = POOL_N, seed: int = 0)
             "hparams": {"hidden_sizes": [16], "dropout": 0.5},
         }
     )
-    model = build_model(spec, seed=seed)
     pool = TensorPool(x_pool, BATCH)
+    dataset = ArrayDataset(x_lab, one_hot(y_lab, NUM_CLASSES))
+    config = TrainConfig(epochs=3, batch_size=4, lr=0.02)
+    m = ensemble_size(strategy) if members is None else members
+    if m:
+        ensemble, _ = train_ensemble(spec, dataset, config, seed=seed, members=m)
+        return World(_as_classifier(ensemble), pool, TensorPool(torch.from_numpy(x_lab), BATCH))
+    model = build_model(spec, seed=seed)
     callback = strategy.epoch_callback(pool) if strategy is not None else None
-    train(
-        model,
-        ArrayDataset(x_lab, one_hot(y_lab, NUM_CLASSES)),
-        TrainConfig(epochs=3, batch_size=4, lr=0.02),
-        seed=seed,
-        epoch_callback=callback,
-    )
+    train(model, dataset, config, seed=seed, epoch_callback=callback)
     return World(model, pool, TensorPool(torch.from_numpy(x_lab), BATCH))
+
+
+def _as_classifier(model: EnsembleModel) -> Classifier:
+    # ScoringContext.model is typed Classifier; the ensemble strategies check for the ensemble.
+    return model  # type: ignore[return-value]

@@ -21,6 +21,7 @@ MAX_MC_SAMPLES = 1_000
 MAX_NUM_SAMPLES = 1_000
 MAX_ZETA = 1.0
 MAX_FOLDS = 50
+MAX_MEMBERS = 20  # each member is one full training of the project's model
 MAX_SEED = 2**31 - 1  # the project's seed column is a 32-bit INTEGER on Postgres
 
 # Strict: JSON "5", 5.0 or true is not an int here, as the constructors would not take it.
@@ -55,6 +56,15 @@ class NoiseStabilityParams(AcquisitionParams):
     )
 
 
+class EnsembleParams(AcquisitionParams):
+    members: int = Field(
+        5,
+        ge=2,
+        le=MAX_MEMBERS,
+        description="Ensemble size M: M networks trained as separate tasks, one per member.",
+    )
+
+
 class CleaningParams(BaseModel):
     """A cleaning cycle's held-out scoring; the cleaning scores themselves take nothing."""
 
@@ -85,6 +95,9 @@ ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "expected_gradnorm": AcquisitionParams,
     "entropy_gradnorm": AcquisitionParams,
     "dispersion": AcquisitionParams,
+    "ensemble_vote_entropy": EnsembleParams,
+    "ensemble_consensus_entropy": EnsembleParams,
+    "ensemble_mutual_information": EnsembleParams,
 }
 CLEANING: dict[str, type[CleaningParams]] = dict.fromkeys(
     ("ce_minus_entropy", "joint", "random", "activelab"), CleaningParams

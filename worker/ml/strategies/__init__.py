@@ -8,6 +8,7 @@ from worker.ml.strategies import (  # noqa: F401
     bald,
     diversity,
     kernel_based,
+    qbc,
     uncertainty,
 )
 from worker.ml.strategies.base import (
