@@ -26,7 +26,12 @@ def create_celery(settings: Settings) -> Celery:
         "annoloop",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["worker.tasks.cycles", "worker.tasks.scoring", "worker.tasks.cleaning"],
+        include=[
+            "worker.tasks.cycles",
+            "worker.tasks.scoring",
+            "worker.tasks.cleaning",
+            "worker.tasks.ensemble",
+        ],
     )
     app.conf.update(
         task_acks_late=True,
@@ -44,6 +49,9 @@ def create_celery(settings: Settings) -> Celery:
             # Cleaning's fold models train wherever cycles train.
             "annoloop.cleaning.fold": {"queue": "train"},
             "annoloop.cleaning.merge": {"queue": "train"},
+            # Ensemble members train wherever cycles train; so does their join (it evaluates).
+            "annoloop.ensemble.member": {"queue": "train"},
+            "annoloop.ensemble.join": {"queue": "train"},
         },
         task_serializer="json",
         result_serializer="json",

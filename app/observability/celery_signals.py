@@ -30,6 +30,8 @@ FIRST_ARG_FIELD = {
     "annoloop.scoring.merge": "cycle_id",
     "annoloop.cleaning.fold": "cycle_id",
     "annoloop.cleaning.merge": "cycle_id",
+    "annoloop.ensemble.member": "cycle_id",
+    "annoloop.ensemble.join": "cycle_id",
 }
 _started: dict[str, float] = {}
 _state_before: dict[str, str | None] = {}

@@ -18,13 +18,14 @@ from app.core.enums import CycleState
 from app.core.tasks import TaskSender
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
+from worker.ml.ensemble import ensemble_size
 from worker.ml.evaluation import evaluate
 from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
 from worker.ml.training import TrainConfig, train
-from worker.pipeline import cancel, shards, transitions
+from worker.pipeline import cancel, ensemble, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
@@ -77,6 +78,12 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         "device": device.type,
         "cold_start": cold_start,
     }
+
+    if not cold_start and ensemble_size(strategy):
+        # M members train as separate tasks on any workers; their join scores (ensemble.py).
+        if not ensemble.dispatch(rt, inputs, strategy, budget, metrics=metrics, sender=sender):
+            return "cancelled while training"
+        return f"training {ensemble_size(strategy)} ensemble members"
 
     model = build_model(spec, seed=inputs.seed)
     checkpoint: str | None = None
