@@ -30,6 +30,7 @@ from app.core.tasks import CelerySender, TaskSender, bound_sends
 from app.core.text_input import RefuseNul
 from app.cycles.reconcile import make_sweep
 from app.cycles.router import router as cycles_router
+from app.cycles.strategy_router import router as strategies_router
 from app.docs_page import install_docs
 from app.fastpath.hot_path import make_hot_path
 from app.gold.router import router as gold_router
@@ -105,6 +106,7 @@ def create_app(
         projects_router,
         items_router,
         cycles_router,
+        strategies_router,
         reports_router,
         gold_router,
     ):

@@ -66,3 +66,15 @@ class ScoreHistogram(BaseModel):
     edges: list[float]
     counts: list[int]
     selected_scores: list[float]
+
+
+class StrategyOut(BaseModel):
+    """One strategy a project or cycle may name, as ``worker/ml/strategy_params.py`` declares it."""
+
+    name: str
+    kind: ProjectKind
+    params: dict[str, dict[str, Any]] = Field(
+        description="Each parameter's JSON Schema: type, default, minimum/maximum (the caps), "
+        "nullable, description."
+    )
+    needs: list[str] = Field(description="What the project's model must have; else 422.")

@@ -17,6 +17,7 @@ from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
 from app.projects.models import Project
 from app.projects.schemas import check_strategy
+from app.projects.service import check_fits
 from app.queue import repository as queue
 from worker.ml.strategy_params import ParamsError, check_params
 
@@ -43,6 +44,7 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
     if project.kind is ProjectKind.clean:
         params = {"folds": project.crossfit_folds, "fold_seed": project.seed, **params}
     params = _checked_params(project, strategy, params)
+    check_fits(project, strategy)
     if project.kind is ProjectKind.clean:
         _check_folds(db, project, params["folds"])
     cycle = Cycle(

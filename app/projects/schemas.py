@@ -9,7 +9,7 @@ from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
 from worker.ml.spec import ModelSpec
-from worker.ml.strategy_params import MAX_FOLDS, check_params
+from worker.ml.strategy_params import MAX_FOLDS, check_model_fits, check_params
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
 AggregationMethod = Literal["majority", "majority_tiebreak", "dawid_skene", "crowdlab"]
@@ -139,6 +139,7 @@ class ProjectCreate(_ProjectSettings):
             check_params(self.kind.value, self.strategy, self.strategy_params or {})
         except ValueError as exc:
             raise ValueError(f"strategy_params: {exc}") from exc
+        check_model_fits(self.kind.value, self.strategy, self.model_spec.model_dump())
         return self
 
 

@@ -18,7 +18,7 @@ from app.items.models import Item
 from app.projects import repository
 from app.projects.models import Project, ProjectMember
 from app.projects.schemas import ProjectCreate, ProjectUpdate, check_strategy
-from worker.ml.strategy_params import ParamsError, check_params
+from worker.ml.strategy_params import ParamsError, check_model_fits, check_params
 
 
 def get_visible(db: Session, actor: Annotator, project_id: int) -> Project:
@@ -123,6 +123,17 @@ def _check_strategy_settings(project: Project, changes: dict[str, Any]) -> None:
             f"strategy_params: {exc}",
             code="invalid_params",
             detail={"key": exc.key, "strategy": strategy},
+        ) from exc
+    check_fits(project, strategy)
+
+
+def check_fits(project: Project, strategy: str) -> None:
+    """422 when the project's model cannot give ``strategy`` what it needs (BALD: dropout)."""
+    try:
+        check_model_fits(project.kind.value, strategy, project.model_spec)
+    except ParamsError as exc:
+        raise Unprocessable(
+            str(exc), code="strategy_needs", detail={"need": exc.key, "strategy": strategy}
         ) from exc
 
 

@@ -17,22 +17,6 @@ import {
 import { $, h, projectIdFromUrl, renderHeader } from "./dom.js";
 
 const POLL_MS = 3000;
-const STRATEGIES = {
-  acquire: [
-    "random",
-    "least_confidence",
-    "margin",
-    "entropy",
-    "bald",
-    "coreset",
-    "badge",
-    "noise_stability",
-    "expected_gradnorm",
-    "entropy_gradnorm",
-    "dispersion",
-  ],
-  clean: ["ce_minus_entropy", "joint", "random", "activelab"],
-};
 
 const user = requireSignIn();
 const engineer = isEngineer(user);
@@ -44,6 +28,7 @@ const view = {
   scoresCycleId: null, // the cycle whose histogram is drawn, so it is fetched once
   drawn: new Map(), // card id -> signature of the data last drawn (skip identical redraws)
   cancelArmed: null, // cycle id whose "Cancel" was clicked once (the second click cancels)
+  strategies: [], // GET /strategies: every strategy the API accepts, with its kind and params
 };
 
 // ---- skeleton ---------------------------------------------------------------------------------
@@ -95,7 +80,8 @@ function buildSkeleton(project) {
 // ---- engineer actions ---------------------------------------------------------------------------
 
 function buildActions(project) {
-  const names = [...new Set([project.strategy, ...STRATEGIES[project.kind]])];
+  const offered = view.strategies.filter((s) => s.kind === project.kind).map((s) => s.name);
+  const names = [...new Set([project.strategy, ...offered])];
   const strategy = h(
     "select",
     { id: "strategy", "aria-label": "Strategy for the next cycle" },
@@ -374,6 +360,8 @@ async function init() {
     return;
   }
   document.title = `annoloop — ${view.project.name}`;
+  // The API's own list (one source of truth), read once: only engineers start cycles.
+  if (engineer) view.strategies = await get("/strategies");
   buildSkeleton(view.project);
   await refresh();
   setInterval(refresh, POLL_MS);

@@ -108,6 +108,7 @@ TABLE: dict[tuple[str, str], Call] = {
         Row(204, 403, 204, 403, 401), lambda w: {"token_id": w.annotator_token}
     ),
     ("GET", f"{V1}/projects"): Call(ANY_USER),
+    ("GET", f"{V1}/strategies"): Call(ANY_USER),
     ("POST", f"{V1}/projects"): Call(
         Row(201, 201, 403, 403, 401),
         kwargs=lambda w: {

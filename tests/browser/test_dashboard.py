@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from app.cycles.strategies import ACQUISITION_STRATEGIES
 from tests.browser.helpers import (
     Demo,
     add_member,
@@ -47,6 +48,9 @@ def test_engineer_starts_next_cycle_and_sees_accuracy_and_scores(
     page.locator('#card-cycle [data-state="completed"]').wait_for()
     assert page.locator("#card-accuracy circle.point").count() == 1
     assert page.locator("#strategy").input_value() == "entropy"  # the project's strategy
+    # The choices are the API's list (GET /strategies), not one kept in the page.
+    offered = page.locator("#strategy option").evaluate_all("os => os.map(o => o.value)")
+    assert sorted(offered) == sorted(ACQUISITION_STRATEGIES)
 
     page.locator("#start-cycle").click()
     page.locator("#action-status", has_text="Cycle 2 started").wait_for()

@@ -83,8 +83,9 @@ def _cycle(client: TestClient, h: dict[str, str], pid: int, c: int) -> dict[str,
     return dict(client.get(f"/api/v1/projects/{pid}/cycles/{c}", headers=h).json())
 
 
-def _in_process(seed_rows: list[int]) -> tuple[list[str], float]:
-    """The same cycle by ``train_ensemble`` and ``Strategy.select`` in one process."""
+def _in_process(seed_rows: list[int], ids: dict[str, int]) -> tuple[list[str], float]:
+    """The same cycle by ``train_ensemble`` and ``Strategy.select`` in one process.
+    ``ids``: external id -> database id (which orders exactly equal scores)."""
     images, labels = load_demo_arrays()
     spec = ModelSpec.from_dict({**SPEC, "num_classes": 10})
     labelled = sorted(seed_rows)
@@ -99,7 +100,16 @@ def _in_process(seed_rows: list[int]) -> tuple[list[str], float]:
         ArrayDataset(images[N_POOL : N_POOL + N_TEST], input_shape=spec.input_shape), 256
     )
     accuracy = evaluate(model, test, labels[N_POOL : N_POOL + N_TEST])["accuracy"]
-    ctx = ScoringContext(model, pool, None, torch.device("cpu"), SEED, 256)  # type: ignore[arg-type]
+    item_ids = np.array([ids[f"m{r}"] for r in rows], dtype=np.int64)
+    ctx = ScoringContext(
+        model,  # type: ignore[arg-type]
+        pool,
+        None,
+        torch.device("cpu"),
+        SEED,
+        256,
+        ids=item_ids,
+    )
     sel = get_strategy(STRATEGY, members=M).select(ctx, BATCH)
     return [f"m{rows[int(i)]}" for i in sel.indices], float(accuracy)
 
@@ -162,7 +172,10 @@ def test_members_as_tasks_restart_redelivery_and_shards(tmp_path: Path) -> None:
 
             # The same cycle in one process picks the same items, in the same order, and the
             # ensemble (the members' mean) is what the cycle's test accuracy measured.
-            picked, accuracy = _in_process(seed_rows)
+            with rt.factory() as db:
+                rows = db.execute(select(Item.external_id, Item.id).where(Item.project_id == one))
+                ids = {str(e): int(i) for e, i in rows}
+            picked, accuracy = _in_process(seed_rows, ids)
             assert [e for e, _ in queue] == picked
             assert done["metrics"]["test"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
 

@@ -1,5 +1,11 @@
 """Each strategy's parameters: names, types, defaults and caps, declared once and torch-free.
 
+This is the one list of strategy names: the API accepts these (``app/cycles/strategies.py``),
+serves them with their parameters (``GET /strategies``, which the dashboard reads), and a test
+holds the worker's registry equal to it. What a strategy needs of the project's model
+(``NEEDS``) is checked here too, so a cycle the worker could not run is refused when it is
+created, with the reason.
+
 The API checks a project's ``strategy_params`` and a cycle's ``params`` with these models (422
 naming the key) and the worker's ``get_strategy`` validates with the very same ones, so what the
 worker would refuse when the cycle runs is refused before anything is stored. A test holds every
@@ -11,10 +17,13 @@ model per candidate) or allocating more than a host has; raise them here, delibe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.ml.spec import DEFAULT_DROPOUT
 
 MAX_CANDIDATES = 10**7
 MAX_MC_SAMPLES = 1_000
@@ -105,6 +114,31 @@ CLEANING: dict[str, type[CleaningParams]] = dict.fromkeys(
 KINDS: dict[str, Mapping[str, type[BaseModel]]] = {"acquire": ACQUISITION, "clean": CLEANING}
 
 
+@dataclass(frozen=True)
+class Need:
+    """Something a strategy needs of the project's model, decided from the stored spec
+    (``{"name", "input_shape", "hparams"}``) without torch."""
+
+    key: str
+    description: str
+    met: Callable[[Mapping[str, Any]], bool]
+
+
+def _dropout(spec: Mapping[str, Any]) -> float:
+    hparams = spec.get("hparams") or {}
+    return float(hparams.get("dropout", DEFAULT_DROPOUT.get(str(spec.get("name")), 0.0)))
+
+
+DROPOUT = Need(
+    "dropout",
+    "dropout in front of the head for MC dropout: hparams.dropout > 0 "
+    "(small_cnn and mlp default to 0.5, resnet18 to 0)",
+    lambda spec: _dropout(spec) > 0.0,
+)
+
+NEEDS: dict[str, tuple[Need, ...]] = {"bald": (DROPOUT,)}
+
+
 class ParamsError(ValueError):
     """Bad strategy parameters; ``key`` names the first bad one (None: not a parameter)."""
 
@@ -154,6 +188,53 @@ def check_params(kind: str, strategy: str, params: Any) -> dict[str, Any]:
             key=key,
         ) from None
     return checked.model_dump(exclude_unset=True)
+
+
+def check_model_fits(kind: str, strategy: str, model_spec: Mapping[str, Any]) -> None:
+    """Raise ``ParamsError`` (``key`` = the need's key) when the model cannot give the
+    strategy what it needs; the message says what to change."""
+    params_model(kind, strategy)
+    for need in NEEDS.get(strategy, ()) if kind == "acquire" else ():
+        if not need.met(model_spec):
+            raise ParamsError(
+                f"strategy {strategy!r} needs {need.description}; model "
+                f"{model_spec.get('name')!r} has none",
+                key=need.key,
+            )
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """Every strategy, in declaration order: ``{"name", "kind", "params", "needs"}``, where
+    ``params`` maps each parameter to its type, default, bounds and description (JSON Schema
+    words) and ``needs`` lists what the model must have."""
+    return [
+        {
+            "name": name,
+            "kind": kind,
+            "params": _described(model),
+            "needs": [need.description for need in NEEDS.get(name, ())]
+            if kind == "acquire"
+            else [],
+        }
+        for kind, models in KINDS.items()
+        for name, model in models.items()
+    ]
+
+
+def _described(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """The model's JSON Schema per parameter, with ``X | None`` flattened to ``nullable``."""
+    out = {}
+    for name, prop in model.model_json_schema().get("properties", {}).items():
+        branches = prop.get("anyOf", [prop])
+        nullable = any(b.get("type") == "null" for b in branches)
+        typed: dict[str, Any] = next((b for b in branches if b.get("type") != "null"), {})
+        entry = {k: v for k, v in typed.items() if k != "title"}
+        entry.update(
+            {k: v for k, v in prop.items() if k in ("default", "description")},
+            nullable=nullable,
+        )
+        out[name] = entry
+    return out
 
 
 def _short(value: Any) -> str:

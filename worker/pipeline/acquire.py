@@ -142,7 +142,16 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         if len(inputs.labelled)
         else None
     )
-    selection = select_batch(strategy, model, pool, labelled_pool, device, inputs.seed, budget)
+    selection = select_batch(
+        strategy,
+        model,
+        pool,
+        labelled_pool,
+        device,
+        inputs.seed,
+        budget,
+        ids=np.asarray(inputs.candidates.ids, dtype=np.int64),
+    )
     timings["score_s"] = time.perf_counter() - t0
     scores_blob = rt.blobs.put(shards.scores_bytes(inputs.candidates, selection))
     item_ids = [inputs.candidates.ids[int(i)] for i in selection.indices]
@@ -175,9 +184,11 @@ def select_batch(
     device: torch.device,
     seed: int,
     budget: int,
+    ids: np.ndarray | None = None,
 ) -> Selection:
     """Score the candidate ``pool`` (N items) in-process and pick ``budget`` of them.
 
+    ``ids`` (N,): the items' stable ids, which order exactly equal scores (with ``seed``).
     Pure (no DB, no blobs): the simulation harness (``worker/sim/direct.py``) calls it too, so
     a simulated cycle selects exactly what a worker's cycle selects.
     """
@@ -190,6 +201,7 @@ def select_batch(
         device=device,
         seed=seed,
         batch_size=SCORE_BATCH,
+        ids=ids,
     )
     return strategy.select(ctx, budget)
 

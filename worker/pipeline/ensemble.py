@@ -277,6 +277,7 @@ def _join(
             device=device,
             seed=inputs.seed,
             batch_size=SCORE_BATCH,
+            ids=np.asarray(inputs.candidates.ids, dtype=np.int64),
         )
         selection = strategy.select(ctx, plan.budget)
     timings["score_s"] = time.perf_counter() - t0

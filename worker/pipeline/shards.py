@@ -268,7 +268,10 @@ def choose_merged(rt: Runtime, plan: ScoringPlan, parts: list[Arrays]) -> Select
             batch_size=plan.score_batch,
         )
         labelled = strategy.compute_labelled(ctx)
-    sel = strategy.choose(merge_shards(parts), plan.budget, plan.inputs.seed, labelled)
+    ids = np.asarray(plan.inputs.candidates.ids, dtype=np.int64)
+    if plan.subset is not None:
+        ids = ids[plan.subset]
+    sel = strategy.choose(merge_shards(parts), plan.budget, plan.inputs.seed, labelled, ids)
     if plan.subset is None:
         return sel
     scores = np.full(len(plan.inputs.candidates), np.nan)

@@ -75,8 +75,9 @@ def run_direct(
         labelled_pool = LoaderPool(
             ArrayDataset(arrays.images[labelled], input_shape=shape), SCORE_BATCH
         )
+        # The data set's row numbers are the items' ids (what the database id is in the API).
         selection = select_batch(
-            strategy, model, pool, labelled_pool, device, cseed, protocol.batch_size
+            strategy, model, pool, labelled_pool, device, cseed, protocol.batch_size, candidates
         )
         timings["score_s"] = time.perf_counter() - t0
         selected = [int(candidates[int(i)]) for i in selection.indices]

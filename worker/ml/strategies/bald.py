@@ -18,10 +18,9 @@ from torch import Tensor
 from worker.ml.device import resolve_device
 from worker.ml.evaluation import EPS, eval_mode
 from worker.ml.models import Classifier
-from worker.ml.strategies.base import Arrays, ScoringContext
+from worker.ml.strategies.base import ScoringContext, Strategy
 from worker.ml.strategies.positional_rng import positional_uniform
 from worker.ml.strategies.registry import register
-from worker.ml.strategies.uncertainty import TopScoreStrategy
 
 _MASK_STREAM = 2
 
@@ -54,8 +53,8 @@ def mc_dropout_probs(model: Classifier, feats: Tensor, keep: Tensor, p: float) -
 
 
 @register("bald")
-class Bald(TopScoreStrategy):
-    """compute -> {"scores": (N,) mutual information}; choose -> top-B."""
+class Bald(Strategy):
+    """score -> (N,) mutual information; choose -> top-B."""
 
     paper = (
         "Gal, Islam & Ghahramani, Deep Bayesian Active Learning with Image Data, ICML 2017; "
@@ -70,7 +69,7 @@ class Bald(TopScoreStrategy):
             raise ValueError(f"mc_samples must be an int >= 2, got {mc_samples!r}")
         self.mc_samples = mc_samples
 
-    def compute(self, ctx: ScoringContext) -> Arrays:
+    def score(self, ctx: ScoringContext) -> np.ndarray:
         model = ctx.model
         p = float(getattr(model, "dropout_p", 0.0))
         if p <= 0.0:
@@ -91,5 +90,4 @@ class Bald(TopScoreStrategy):
                 probs = mc_dropout_probs(model, feats, keep, p)
                 out.append(mutual_information(probs).cpu().numpy())
                 start += len(x)
-        scores = np.concatenate(out) if out else np.zeros(0)
-        return {"scores": scores.astype(np.float64)}
+        return np.concatenate(out) if out else np.zeros(0)

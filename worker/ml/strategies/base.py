@@ -8,9 +8,14 @@ A strategy is split in two so large pools can be scored in parallel:
     contiguous shards of the pool (each a multiple of the pool's batch size, except the last;
     ``ctx.offset`` = global position of the shard's first item) and concatenating along axis 0
     (``merge_shards``) equals running it on the whole pool, bit-for-bit on the CPU.
-``choose(arrays, budget, seed, labelled_arrays)``
+``choose(arrays, budget, seed, labelled_arrays, ids=...)``
     the batch-aware part (top-B, k-center, k-means++), run once on the merged arrays.
-    Deterministic given its inputs; ties go to the lowest index.
+    Deterministic given its inputs. The default is top-B of ``arrays["scores"]``, exactly equal
+    scores ordered by a seeded hash of (seed, item id) (``tie_keys``), never by pool position.
+
+A score-based strategy only implements ``score(ctx) -> (N,)`` (higher = more wanted), as a
+heuristic does in baal: the default ``compute`` returns ``{"scores": score(ctx)}`` and the
+default ``choose`` takes the top B.
 
 Candidate subsetting (common parameter ``candidates``): when set, the pipeline first calls
 ``candidate_indices(N, seed)`` -> sorted positions of a seeded random subset, builds the
@@ -22,7 +27,7 @@ relative to the subset), and maps ``selection.indices`` back through the candida
 from __future__ import annotations
 
 import inspect
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,6 +38,7 @@ from torch import nn
 
 from worker.ml.data import PoolSource
 from worker.ml.models import Classifier
+from worker.ml.strategies.positional_rng import positional_uniform64
 
 Arrays = dict[str, np.ndarray]
 
@@ -62,6 +68,8 @@ class ScoringContext:
     ``offset``: global position of ``pool``'s first item (0 unless this is a shard).
     ``recorded``: arrays a strategy recorded during training (``Strategy.training_arrays``),
     sliced by the caller to the rows of this shard; None when there are none.
+    ``ids``: (len(pool),) int64 stable item ids of the whole pool's rows (the database ids in
+    the service), read by ``select`` to break ties; None = positions stand in for them.
     """
 
     model: Classifier
@@ -72,10 +80,12 @@ class ScoringContext:
     batch_size: int
     offset: int = 0
     recorded: Mapping[str, np.ndarray] | None = None
+    ids: np.ndarray | None = None
 
 
 class Strategy(ABC):
-    """Base class; subclasses set ``name``/``paper`` and implement ``compute`` and ``choose``.
+    """Base class; subclasses set ``name``/``paper`` and implement ``score`` (a top-B
+    strategy) or ``compute`` and ``choose`` (anything batch-aware).
 
     Constructor keyword arguments are the strategy's parameters (the registry validates names
     against the signature); ``params`` reads them back for storing with a cycle.
@@ -117,23 +127,36 @@ class Strategy(ABC):
         """
         return {}
 
-    @abstractmethod
+    def score(self, ctx: ScoringContext) -> np.ndarray:
+        """(len(ctx.pool),) scores, higher = more wanted; pointwise, so shardable."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither score nor compute")
+
     def compute(self, ctx: ScoringContext) -> Arrays:
         """Pointwise arrays over ``ctx.pool``, each with first dim len(ctx.pool). Shardable."""
+        scores = np.asarray(self.score(ctx), dtype=np.float64).reshape(-1)
+        if scores.shape != (len(ctx.pool),):
+            raise ValueError(f"{self.name} scored {scores.shape[0]} of {len(ctx.pool)} items")
+        return {"scores": scores}
 
     def compute_labelled(self, ctx: ScoringContext) -> Arrays:
         """Arrays over ``ctx.labelled`` that ``choose`` needs; default none."""
         return {}
 
-    @abstractmethod
     def choose(
         self,
         arrays: Mapping[str, np.ndarray],
         budget: int,
         seed: int,
         labelled_arrays: Mapping[str, np.ndarray] | None = None,
+        ids: np.ndarray | None = None,
     ) -> Selection:
-        """Pick min(budget, N) distinct positions from the merged ``compute`` arrays."""
+        """Pick min(budget, N) distinct positions from the merged ``compute`` arrays.
+
+        ``ids``: (N,) stable item ids of the rows, keys of the tie-break (None = positions).
+        Default: the ``budget`` highest ``arrays["scores"]``.
+        """
+        pool_size(arrays)
+        return top_b(arrays["scores"], budget, seed, ids)
 
     def select(self, ctx: ScoringContext, budget: int) -> Selection:
         """``choose(compute(ctx), budget, ctx.seed, compute_labelled(ctx))`` on one host.
@@ -143,6 +166,9 @@ class Strategy(ABC):
         """
         n = len(ctx.pool)
         cand = self.candidate_indices(n, ctx.seed)
+        ids = np.arange(n, dtype=np.int64) if ctx.ids is None else np.asarray(ctx.ids, np.int64)
+        if ids.shape != (n,):
+            raise ValueError(f"ScoringContext.ids has shape {ids.shape}, want ({n},)")
         sub_ctx = ctx
         if cand is not None:
             subset = getattr(ctx.pool, "subset", None)
@@ -154,7 +180,8 @@ class Strategy(ABC):
                 ctx, pool=subset(cand), offset=0, recorded=_recorded_for(ctx, self, n, cand)
             )
         labelled = self.compute_labelled(ctx) if self.needs_labelled else None
-        sel = self.choose(self.compute(sub_ctx), budget, ctx.seed, labelled)
+        sub_ids = ids if cand is None else ids[cand]
+        sel = self.choose(self.compute(sub_ctx), budget, ctx.seed, labelled, sub_ids)
         if cand is None:
             return sel
         scores = np.full(n, np.nan)
@@ -231,12 +258,39 @@ def check_budget(budget: int) -> None:
         raise ValueError(f"budget must be an int >= 0, got {budget!r}")
 
 
-def top_b(scores: np.ndarray, budget: int) -> Selection:
-    """The ``budget`` highest scores, best first; ties (and NaN, ranked last) by lowest index."""
+_TIE_STREAM = 0x54494553  # "TIES": a stream of its own, apart from random's scores
+
+
+def tie_keys(seed: int, ids: np.ndarray) -> np.ndarray:
+    """(N,) float64 in [0, 1): a hash of (seed, item id), the order among equal scores.
+
+    A function of the item, not of where it sits: the same item keeps its key whatever the
+    pool's order, subset or sharding, and no item is favoured for being imported first.
+    """
+    keys = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+    return positional_uniform64(seed, keys, stream=_TIE_STREAM).numpy()
+
+
+def top_b(
+    scores: np.ndarray, budget: int, seed: int = 0, ids: np.ndarray | None = None
+) -> Selection:
+    """The ``budget`` highest scores, best first; NaN ranks last.
+
+    Exactly equal scores (NaN among them) go in the order of ``tie_keys(seed, ids)``
+    (``ids`` None: positions are the ids), and equal keys, which 48 hashed bits make rare, by
+    position, so the order is total.
+    """
     check_budget(budget)
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")
-    return finalise(order[: min(int(budget), len(scores))], scores)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n = len(scores)
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(f"ids has shape {ids.shape}, want ({n},)")
+    nan = np.isnan(scores)
+    primary = np.where(nan, 0.0, -scores)
+    # lexsort: the last key sorts first.
+    order = np.lexsort((np.arange(n), tie_keys(seed, ids), primary, nan))
+    return finalise(order[: min(int(budget), n)], scores)
 
 
 def finalise(indices: np.ndarray | Sequence[int], scores: np.ndarray) -> Selection:

@@ -71,6 +71,7 @@ class CoreSet(DeviceChoiceStrategy):
         budget: int,
         seed: int,
         labelled_arrays: Mapping[str, np.ndarray] | None = None,
+        ids: np.ndarray | None = None,
     ) -> Selection:
         check_budget(budget)
         pool_size(arrays)
@@ -122,6 +123,7 @@ class Badge(DeviceChoiceStrategy):
         budget: int,
         seed: int,
         labelled_arrays: Mapping[str, np.ndarray] | None = None,
+        ids: np.ndarray | None = None,
     ) -> Selection:
         check_budget(budget)
         pool_size(arrays)

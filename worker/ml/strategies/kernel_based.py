@@ -18,10 +18,16 @@ from worker.ml.data import PoolSource
 from worker.ml.kernels.dispersion import DispersionRecorder
 from worker.ml.kernels.gradnorm import gradnorm_scores
 from worker.ml.kernels.noise_stability import noise_deviations
-from worker.ml.strategies.base import Arrays, ScoringContext, Selection, check_budget, pool_size
+from worker.ml.strategies.base import (
+    Arrays,
+    ScoringContext,
+    Selection,
+    Strategy,
+    check_budget,
+    pool_size,
+)
 from worker.ml.strategies.diversity import DeviceChoiceStrategy, k_center_selection
 from worker.ml.strategies.registry import register
-from worker.ml.strategies.uncertainty import TopScoreStrategy
 
 
 @register("noise_stability")
@@ -70,14 +76,15 @@ class NoiseStability(DeviceChoiceStrategy):
         budget: int,
         seed: int,
         labelled_arrays: Mapping[str, np.ndarray] | None = None,
+        ids: np.ndarray | None = None,
     ) -> Selection:
         check_budget(budget)
         pool_size(arrays)
         return k_center_selection(arrays["deviations"], budget, None, self._device())
 
 
-class GradNorm(TopScoreStrategy):
-    """compute -> {"scores": (N,) sum over parameter tensors of ||grad||_2}; choose -> top-B."""
+class GradNorm(Strategy):
+    """score -> (N,) sum over parameter tensors of ||grad||_2; choose -> top-B."""
 
     scheme: ClassVar[Literal["expected", "entropy"]]
     paper = (
@@ -88,9 +95,9 @@ class GradNorm(TopScoreStrategy):
     def __init__(self, *, candidates: int | None = None) -> None:
         super().__init__(candidates=candidates)
 
-    def compute(self, ctx: ScoringContext) -> Arrays:
+    def score(self, ctx: ScoringContext) -> np.ndarray:
         scores = gradnorm_scores(ctx.model, ctx.pool.batches(), self.scheme, ctx.device)
-        return {"scores": scores.to(torch.float64).numpy().reshape(len(ctx.pool))}
+        return scores.to(torch.float64).numpy().reshape(len(ctx.pool))
 
 
 @register("expected_gradnorm")
@@ -106,11 +113,11 @@ class EntropyGradNorm(GradNorm):
 
 
 @register("dispersion")
-class Dispersion(TopScoreStrategy):
+class Dispersion(Strategy):
     """Needs ``epoch_callback``: records argmax predictions on the candidate pool after every
-    training epoch. compute -> {"scores": (N,) 1 - f_x / T}; choose -> top-B.
+    training epoch. score -> (N,) 1 - f_x / T; choose -> top-B.
 
-    In one process ``compute`` reads the recorder (rows ``offset:offset+n``). Across processes
+    In one process ``score`` reads the recorder (rows ``offset:offset+n``). Across processes
     the pipeline stores ``training_arrays()`` after training and hands each shard its rows as
     ``ScoringContext.recorded``.
     """
@@ -143,7 +150,7 @@ class Dispersion(TopScoreStrategy):
             return {}
         return {"scores": self._recorder.scores().to(torch.float64).numpy()}
 
-    def compute(self, ctx: ScoringContext) -> Arrays:
+    def score(self, ctx: ScoringContext) -> np.ndarray:
         n = len(ctx.pool)
         if ctx.recorded is not None and "scores" in ctx.recorded:
             scores = np.asarray(ctx.recorded["scores"], dtype=np.float64)
@@ -151,7 +158,7 @@ class Dispersion(TopScoreStrategy):
                 raise ValueError(
                     f"recorded dispersion scores have shape {scores.shape}, want ({n},)"
                 )
-            return {"scores": scores}
+            return scores
         full = self.training_arrays().get("scores")
         if full is None:
             raise ValueError(
@@ -162,4 +169,4 @@ class Dispersion(TopScoreStrategy):
             raise ValueError(
                 f"pool rows {ctx.offset}:{ctx.offset + n} exceed the {len(full)} recorded"
             )
-        return {"scores": full[ctx.offset : ctx.offset + n]}
+        return full[ctx.offset : ctx.offset + n]

@@ -20,9 +20,8 @@ import numpy as np
 from worker.ml.device import resolve_device
 from worker.ml.ensemble import EnsembleModel
 from worker.ml.evaluation import EPS, eval_mode
-from worker.ml.strategies.base import Arrays, ScoringContext
+from worker.ml.strategies.base import ScoringContext, Strategy
 from worker.ml.strategies.registry import register
-from worker.ml.strategies.uncertainty import TopScoreStrategy
 
 PAPER = (
     "Beluch, Genewein, Nürnberger & Köhler, The power of ensembles for active learning in "
@@ -74,8 +73,8 @@ def member_probs(ctx: ScoringContext) -> np.ndarray:
     return np.concatenate(out)
 
 
-class EnsembleStrategy(TopScoreStrategy):
-    """compute -> {"scores": (N,) f(member posteriors)}; choose -> top-B.
+class EnsembleStrategy(Strategy):
+    """score -> (N,) f(member posteriors); the default top-B choose.
 
     ``members`` is M: the pipeline trains M networks for the cycle (``ensemble_members``).
     """
@@ -92,8 +91,8 @@ class EnsembleStrategy(TopScoreStrategy):
     def ensemble_members(self) -> int:
         return self.members
 
-    def compute(self, ctx: ScoringContext) -> Arrays:
-        return {"scores": self.score_members(member_probs(ctx))}
+    def score(self, ctx: ScoringContext) -> np.ndarray:
+        return self.score_members(member_probs(ctx))
 
     def score_members(self, probs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

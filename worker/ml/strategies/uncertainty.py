@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import torch
 
 from worker.ml.evaluation import EPS, predict_proba
-from worker.ml.strategies.base import (
-    Arrays,
-    ScoringContext,
-    Selection,
-    Strategy,
-    pool_size,
-    top_b,
-)
+from worker.ml.strategies.base import ScoringContext, Strategy
 from worker.ml.strategies.positional_rng import positional_uniform64
 from worker.ml.strategies.registry import register
 
@@ -25,33 +16,19 @@ UNCERTAINTY_PAPER = (
 )
 
 
-class TopScoreStrategy(Strategy):
-    """compute -> {"scores": (N,) float64}; choose -> top-B scores, ties to the lowest index."""
+class ProbabilityScoreStrategy(Strategy):
+    """Scores that are a function of the posterior p (N, C) alone: ``from_probs``."""
 
-    def choose(
-        self,
-        arrays: Mapping[str, np.ndarray],
-        budget: int,
-        seed: int,
-        labelled_arrays: Mapping[str, np.ndarray] | None = None,
-    ) -> Selection:
-        pool_size(arrays)
-        return top_b(arrays["scores"], budget)
-
-
-class ProbabilityScoreStrategy(TopScoreStrategy):
-    """Scores that are a function of the posterior p (N, C) alone."""
-
-    def compute(self, ctx: ScoringContext) -> Arrays:
+    def score(self, ctx: ScoringContext) -> np.ndarray:
         probs = predict_proba(ctx.model, ctx.pool, ctx.device).to(torch.float64).numpy()
-        return {"scores": self.score(probs)}
+        return self.from_probs(probs)
 
-    def score(self, probs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract in spirit
+    def from_probs(self, probs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
 @register("random")
-class RandomStrategy(TopScoreStrategy):
+class RandomStrategy(Strategy):
     """Uniform sample without replacement: top-B of a uniform score keyed by (seed, position).
 
     Never reads the pool's inputs. Keyed scores (rather than a permutation drawn in ``choose``)
@@ -61,9 +38,9 @@ class RandomStrategy(TopScoreStrategy):
     paper = "uniform random sampling baseline"
     summary = "uniform random sample without replacement; score = seeded U[0,1) per item"
 
-    def compute(self, ctx: ScoringContext) -> Arrays:
+    def score(self, ctx: ScoringContext) -> np.ndarray:
         positions = torch.arange(ctx.offset, ctx.offset + len(ctx.pool), dtype=torch.int64)
-        return {"scores": positional_uniform64(ctx.seed, positions, stream=1).numpy()}
+        return positional_uniform64(ctx.seed, positions, stream=1).numpy()
 
 
 @register("least_confidence")
@@ -71,7 +48,7 @@ class LeastConfidence(ProbabilityScoreStrategy):
     paper = UNCERTAINTY_PAPER
     summary = "1 - max_c p_c"
 
-    def score(self, probs: np.ndarray) -> np.ndarray:
+    def from_probs(self, probs: np.ndarray) -> np.ndarray:
         return least_confidence_scores(probs)
 
 
@@ -80,7 +57,7 @@ class Margin(ProbabilityScoreStrategy):
     paper = UNCERTAINTY_PAPER
     summary = "-(p_(1) - p_(2)): higher = smaller gap between the two top classes"
 
-    def score(self, probs: np.ndarray) -> np.ndarray:
+    def from_probs(self, probs: np.ndarray) -> np.ndarray:
         return margin_scores(probs)
 
 
@@ -89,7 +66,7 @@ class Entropy(ProbabilityScoreStrategy):
     paper = UNCERTAINTY_PAPER
     summary = "-sum_c p_c log p_c (natural log)"
 
-    def score(self, probs: np.ndarray) -> np.ndarray:
+    def from_probs(self, probs: np.ndarray) -> np.ndarray:
         return entropy_scores(probs)
 
 
