@@ -9,13 +9,15 @@ worker's own), so a run here selects what the API path selects.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import numpy as np
 
 from worker.ml.data import ArrayDataset, LoaderPool, soft_targets
 from worker.ml.device import resolve_device
+from worker.ml.ensemble import ensemble_size, train_ensemble
 from worker.ml.evaluation import evaluate
-from worker.ml.models import build_model
+from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.training import TrainConfig, train
@@ -55,16 +57,25 @@ def run_direct(
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        model = build_model(spec, seed=cseed)
         train_set = ArrayDataset(
             arrays.images[labelled], soft_targets(votes[has]), input_shape=shape
         )
         config = TrainConfig.from_hparams(spec.hparams)
-        # Record per-epoch arrays (dispersion) on the seeded candidate subset only: the rows
-        # select() keeps are the same, and with 1,000 of 8,000 candidates it is 8x less work.
-        cand = strategy.candidate_indices(len(candidates), cseed)
-        cb = strategy.epoch_callback(pool if cand is None else pool.subset(cand))
-        train(model, train_set, config, seed=cseed, device=device, epoch_callback=cb)
+        members = ensemble_size(strategy)
+        if members:
+            # What the worker's member tasks and join do, one member after another.
+            ensemble, _ = train_ensemble(
+                spec, train_set, config, seed=cseed, members=members, device=device
+            )
+            model = cast(Classifier, ensemble)
+        else:
+            model = build_model(spec, seed=cseed)
+            # Record per-epoch arrays (dispersion) on the seeded candidate subset only: the
+            # rows select() keeps are the same, and with 1,000 of 8,000 candidates it is 8x
+            # less work.
+            cand = strategy.candidate_indices(len(candidates), cseed)
+            cb = strategy.epoch_callback(pool if cand is None else pool.subset(cand))
+            train(model, train_set, config, seed=cseed, device=device, epoch_callback=cb)
         timings["train_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
