@@ -30,6 +30,7 @@ MAX_MC_SAMPLES = 1_000
 MAX_NUM_SAMPLES = 1_000
 MAX_ZETA = 1.0
 MAX_FOLDS = 50
+MAX_CEAL_DELTA = 100.0  # nats: above log C for any class count a project can have
 MAX_MEMBERS = 20  # each member is one full training of the project's model
 MAX_SEED = 2**31 - 1  # the project's seed column is a 32-bit INTEGER on Postgres
 
@@ -91,6 +92,37 @@ class CleaningParams(BaseModel):
             raise ValueError(f"must be 0 (in-sample) or from 2 to {MAX_FOLDS}")
         return folds
 
+
+class CealParams(BaseModel):
+    """CEAL's pseudo-labels (``worker/ml/ceal.py``), a training option of any acquisition
+    strategy: ``params["ceal"]``. Defaults: the paper's δ₀ = 0.005 and dr = 0.00033."""
+
+    model_config = _STRICT
+
+    delta: float = Field(
+        0.005,
+        gt=0.0,
+        le=MAX_CEAL_DELTA,
+        allow_inf_nan=False,
+        description="Entropy threshold (nats) below which a candidate is pseudo-labelled.",
+    )
+    decay: float = Field(
+        0.00033,
+        ge=0.0,
+        le=MAX_CEAL_DELTA,
+        allow_inf_nan=False,
+        description="The threshold falls by this much per cycle: delta - decay * t.",
+    )
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="At most this many pseudo-labels, the most confident (None = all).",
+    )
+
+
+# Options of training, not of the strategy: any acquisition strategy's params may carry them.
+TRAINING_OPTIONS: dict[str, type[BaseModel]] = {"ceal": CealParams}
 
 ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "random": AcquisitionParams,
@@ -165,29 +197,51 @@ def declared_defaults(kind: str, strategy: str) -> dict[str, Any]:
 
 def check_params(kind: str, strategy: str, params: Any) -> dict[str, Any]:
     """The given parameters, validated and normalised (a whole number where a float is
-    declared becomes a float); defaults are not filled in. Raises ``ParamsError``."""
+    declared becomes a float); defaults are not filled in. An acquisition cycle's params may
+    also hold training options (``TRAINING_OPTIONS``, e.g. ``"ceal"``), checked by their own
+    model and returned with their defaults filled in. Raises ``ParamsError``."""
     model = params_model(kind, strategy)
     if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
         raise ParamsError(f"{strategy} parameters must be an object, got {params!r}")
-    unknown = sorted(set(params) - set(model.model_fields))
+    options = TRAINING_OPTIONS if kind == "acquire" else {}
+    unknown = sorted(set(params) - set(model.model_fields) - set(options))
     if unknown:
         raise ParamsError(
             f"unknown parameters {unknown} for strategy {strategy!r}; "
-            f"valid: {list(model.model_fields)}",
+            f"valid: {list(model.model_fields) + list(options)}",
             key=unknown[0],
         )
+    own = {k: v for k, v in params.items() if k not in options}
+    checked = _validated(model, own, strategy).model_dump(exclude_unset=True)
+    for key, option in options.items():
+        if key not in params:
+            continue
+        raw = params[key]
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ParamsError(f"{key} must be an object or null, got {_short(raw)}", key=key)
+        checked[key] = None if raw is None else _validated(option, raw, strategy, key).model_dump()
+    return checked
+
+
+def _validated(
+    model: type[BaseModel], params: Mapping[str, Any], strategy: str, prefix: str | None = None
+) -> BaseModel:
     try:
-        checked = model.model_validate(dict(params))
+        return model.model_validate(dict(params))
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        key = ".".join(str(p) for p in ([prefix] if prefix else []) + list(first["loc"]))
         msg = first["msg"].removeprefix("Value error, ")
         raise ParamsError(
             f"{key}: {msg[:1].lower()}{msg[1:]}, got {_short(first.get('input'))} "
             f"(strategy {strategy!r})",
             key=key,
         ) from None
-    return checked.model_dump(exclude_unset=True)
+
+
+def strategy_only(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy's own parameters: ``params`` without the training options."""
+    return {k: v for k, v in params.items() if k not in TRAINING_OPTIONS}
 
 
 def check_model_fits(kind: str, strategy: str, model_spec: Mapping[str, Any]) -> None:

@@ -24,9 +24,9 @@ from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
-from worker.ml.training import TrainConfig, train
 from worker.pipeline import cancel, ensemble, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
+from worker.pipeline.pseudo import train_cycle_network
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
 from worker.pipeline.snapshot import CycleInputs
@@ -89,21 +89,23 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     checkpoint: str | None = None
     if not cold_start:
         t0 = time.perf_counter()
-        config = TrainConfig.from_hparams(spec.hparams)
         # Per-epoch recordings (dispersion) only over the rows that will be scored: with a
         # candidate subset of a large pool, recording the whole pool every epoch is the cost.
         cand = strategy.candidate_indices(len(pool), inputs.seed)
-        targets = inputs.training_targets()
-        result = train(
+        results, pseudo_labels = train_cycle_network(
+            rt,
+            inputs,
             model,
-            watch.guard(dataset_of(rt, inputs.labelled, spec, targets)),
-            config,
             seed=inputs.seed,
+            candidates=pool,
+            watch=watch,
             device=device,
             epoch_callback=strategy.epoch_callback(pool if cand is None else pool.subset(cand)),
         )
         timings["train_s"] = time.perf_counter() - t0
-        metrics["train_loss"] = result.losses[-1]
+        metrics["train_loss"] = results[-1].losses[-1]
+        if pseudo_labels is not None:
+            metrics["pseudo_labels"] = pseudo_labels
         checkpoint = rt.blobs.put(state_bytes(model))
         t0 = time.perf_counter()
         if len(inputs.test):

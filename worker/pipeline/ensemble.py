@@ -40,14 +40,14 @@ from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
-from worker.ml.ensemble import EnsembleModel, empty_ensemble, ensemble_size, train_member
+from worker.ml.ensemble import EnsembleModel, empty_ensemble, ensemble_size, member_seed
 from worker.ml.evaluation import evaluate
-from worker.ml.models import Classifier
+from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import ScoringContext, Strategy
-from worker.ml.training import TrainConfig
 from worker.pipeline import cancel, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
+from worker.pipeline.pseudo import train_cycle_network
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds
 from worker.pipeline.snapshot import CycleInputs
@@ -166,22 +166,24 @@ def _train(
     t0 = time.perf_counter()
     inputs = shards.load_plan(rt, plan_sha).inputs
     spec = ModelSpec.from_dict(inputs.model_spec)
-    dataset = watch.guard(dataset_of(rt, inputs.labelled, spec, inputs.training_targets()))
-    model, result = train_member(
-        spec,
-        dataset,
-        TrainConfig.from_hparams(spec.hparams),
-        seed=inputs.seed,
-        member=member,
-        device=resolve_device(),
+    # As ensemble.train_member: built and trained from member_seed (with CEAL, if asked,
+    # each member pseudo-labels with its own predictions).
+    seed = member_seed(inputs.seed, member)
+    model = build_model(spec, seed=seed)
+    candidates = LoaderPool(watch.guard(dataset_of(rt, inputs.candidates, spec)), SCORE_BATCH)
+    results, pseudo_labels = train_cycle_network(
+        rt, inputs, model, seed=seed, candidates=candidates, watch=watch, device=resolve_device()
     )
     log.info("cycle %s member %d trained on %s", inputs.cycle_id, member, host)
-    return {
+    out: dict[str, Any] = {
         "checkpoint": rt.blobs.put(state_bytes(model)),
-        "train_loss": result.losses[-1],
+        "train_loss": results[-1].losses[-1],
         "host": host,
         "seconds": round(time.perf_counter() - t0, 4),
     }
+    if pseudo_labels is not None:
+        out["pseudo_labels"] = pseudo_labels
+    return out
 
 
 def run_join(rt: Runtime, cycle_id: int, attempt: int, *, sender: TaskSender) -> str:
