@@ -41,7 +41,13 @@ STRATEGY = "ensemble_mutual_information"
 SPEC = {"name": "small_cnn", "input_shape": [1, 28, 28], "hparams": {"epochs": 2, "batch_size": 16}}
 
 
-def _project(client: TestClient, h: dict[str, str], name: str) -> tuple[int, list[int]]:
+def _project(
+    client: TestClient,
+    h: dict[str, str],
+    name: str,
+    strategy: str = STRATEGY,
+    params: dict[str, Any] | None = None,
+) -> tuple[int, list[int]]:
     images, labels = load_demo_arrays()
     r = client.post(
         "/api/v1/projects",
@@ -49,8 +55,8 @@ def _project(client: TestClient, h: dict[str, str], name: str) -> tuple[int, lis
             "name": name,
             "classes": [str(d) for d in range(10)],
             "model_spec": SPEC,
-            "strategy": STRATEGY,
-            "strategy_params": {"members": M},
+            "strategy": strategy,
+            "strategy_params": {"members": M} if params is None else params,
             "batch_size": BATCH,
         },
         headers=h,

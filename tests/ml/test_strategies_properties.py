@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from tests.ml.strategy_world import BATCH, POOL_N, SMALL_PARAMS, make_world
-from worker.ml.ensemble import ensemble_size
 from worker.ml.strategies import available_strategies, get_strategy, merge_shards
 from worker.ml.strategies.base import Strategy, top_b
 
@@ -72,7 +71,7 @@ def test_shard_rule(name: str) -> None:
 @pytest.mark.parametrize("name", available_strategies())
 def test_candidate_subsetting(name: str) -> None:
     strategy = _strategy(name, candidates=30)
-    world = make_world(None, members=ensemble_size(strategy))
+    world = make_world(None, like=strategy)
     cand = strategy.candidate_indices(POOL_N, seed=4)
     assert cand is not None
     if name == "dispersion":

@@ -36,7 +36,14 @@ from torch.utils.data import Dataset
 from worker.ml.data import PoolSource, one_hot
 from worker.ml.evaluation import EPS, predict_proba
 from worker.ml.strategy_params import CealParams
-from worker.ml.training import EpochCallback, TrainConfig, TrainResult, dataset_targets, train
+from worker.ml.training import (
+    EpochCallback,
+    Objective,
+    TrainConfig,
+    TrainResult,
+    dataset_targets,
+    train,
+)
 
 PseudoDatasetFactory = Callable[[np.ndarray, np.ndarray], Dataset[Any]]
 
@@ -116,14 +123,23 @@ def fit(
     pseudo_dataset: PseudoDatasetFactory,
     device: torch.device | str | None = None,
     epoch_callback: EpochCallback | None = None,
+    objective: Objective | None = None,
 ) -> tuple[list[TrainResult], PseudoLabels | None]:
     """Train ``model`` in place for a cycle, with CEAL when ``options`` is set.
 
     ``candidates``: the unlabelled pool (batches of inputs); ``pseudo_dataset(positions,
     targets (K, C))`` builds the ``(x, target)`` Dataset of those candidates. Returns the
     training results (one, or two with CEAL's second stage) and the pseudo-labels (None
-    without CEAL)."""
-    first = train(model, labelled, config, seed=seed, device=device, epoch_callback=epoch_callback)
+    without CEAL). ``objective``: the strategy's training loss, for both stages."""
+    first = train(
+        model,
+        labelled,
+        config,
+        seed=seed,
+        device=device,
+        epoch_callback=epoch_callback,
+        objective=objective,
+    )
     if options is None:
         return [first], None
     delta = threshold(options, cycle_index)
@@ -137,6 +153,7 @@ def fit(
         config.for_finetuning(),
         seed=stage_seed(seed),
         device=device,
+        objective=objective,
     )
     return [first, second], pseudo
 

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from worker.ml.evaluation import EPS
 from worker.ml.models import Classifier, build_model
+from worker.ml.networks import build_network
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig, TrainResult, train
 
@@ -109,4 +110,4 @@ def cycle_model(spec: ModelSpec, seed: int, strategy: object) -> nn.Module:
     """The untrained model a cycle of ``strategy`` stores: one network, or M for an ensemble
     (shape only: a checkpoint is loaded into it)."""
     m = ensemble_size(strategy)
-    return empty_ensemble(spec, m) if m else build_model(spec, seed=seed)
+    return empty_ensemble(spec, m) if m else build_network(strategy, spec, seed)

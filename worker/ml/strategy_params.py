@@ -75,6 +75,23 @@ class EnsembleParams(AcquisitionParams):
     )
 
 
+class LearningLossParams(AcquisitionParams):
+    margin: float = Field(
+        1.0, gt=0.0, le=100.0, allow_inf_nan=False, description="Ranking-loss margin (xi)."
+    )
+    weight: float = Field(
+        1.0, ge=0.0, le=100.0, allow_inf_nan=False, description="Ranking-loss weight (lambda)."
+    )
+    stop_gradient_after: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Share of the epochs after which the module stops training the network "
+        "(the official 120 of 200).",
+    )
+
+
 class CleaningParams(BaseModel):
     """A cleaning cycle's held-out scoring; the cleaning scores themselves take nothing."""
 
@@ -139,6 +156,7 @@ ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "ensemble_vote_entropy": EnsembleParams,
     "ensemble_consensus_entropy": EnsembleParams,
     "ensemble_mutual_information": EnsembleParams,
+    "learning_loss": LearningLossParams,
 }
 CLEANING: dict[str, type[CleaningParams]] = dict.fromkeys(
     ("ce_minus_entropy", "joint", "random", "activelab"), CleaningParams
@@ -168,7 +186,14 @@ DROPOUT = Need(
     lambda spec: _dropout(spec) > 0.0,
 )
 
-NEEDS: dict[str, tuple[Need, ...]] = {"bald": (DROPOUT,)}
+LOSS_MODULE = Need(
+    "loss_module",
+    "a network that can carry a loss-prediction module on its intermediate features "
+    "(small_cnn or resnet18; not mlp)",
+    lambda spec: spec.get("name") in ("small_cnn", "resnet18"),
+)
+
+NEEDS: dict[str, tuple[Need, ...]] = {"bald": (DROPOUT,), "learning_loss": (LOSS_MODULE,)}
 
 
 class ParamsError(ValueError):

@@ -32,6 +32,8 @@ from worker.ml.device import resolve_device
 __all__ = ["TrainConfig", "TrainResult", "class_weights", "soft_cross_entropy", "train"]
 
 EpochCallback = Callable[[int, nn.Module], None]
+# (model, x, target, class weights or None, epoch) -> the batch loss to minimise.
+Objective = Callable[[nn.Module, Tensor, Tensor, Tensor | None, int], Tensor]
 
 
 @dataclass
@@ -89,11 +91,14 @@ def train(
     seed: int,
     device: torch.device | str | None = None,
     epoch_callback: EpochCallback | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``(x, target)`` items; returns per-epoch mean losses.
 
     ``epoch_callback(epoch, model)`` runs after each epoch (``epoch`` counts from 0); the model
     is put back in train mode afterwards, so the callback may switch it to eval freely.
+    ``objective(model, x, target, weights, epoch)``: the batch loss, when it is more than the
+    soft-target CE (learning loss adds its ranking loss); default the CE.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
@@ -119,7 +124,10 @@ def train(
             for x, target in loader:
                 x = x.to(dev, non_blocking=True)
                 target = target.to(dev, dtype=torch.float32, non_blocking=True)
-                loss = soft_cross_entropy(model(x), target, weights)
+                if objective is None:
+                    loss = soft_cross_entropy(model(x), target, weights)
+                else:
+                    loss = objective(model, x, target, weights, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,10 +20,12 @@ from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
 from worker.ml.ensemble import ensemble_size
 from worker.ml.evaluation import evaluate
-from worker.ml.models import Classifier, build_model
+from worker.ml.models import Classifier
+from worker.ml.networks import build_network, objective_for
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
+from worker.ml.training import TrainConfig
 from worker.pipeline import cancel, ensemble, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
 from worker.pipeline.pseudo import train_cycle_network
@@ -85,7 +87,8 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
             return "cancelled while training"
         return f"training {ensemble_size(strategy)} ensemble members"
 
-    model = build_model(spec, seed=inputs.seed)
+    # The network the strategy scores with (learning loss: with its loss-prediction module).
+    model = cast(Classifier, build_network(strategy, spec, inputs.seed))
     checkpoint: str | None = None
     if not cold_start:
         t0 = time.perf_counter()
@@ -101,6 +104,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
             watch=watch,
             device=device,
             epoch_callback=strategy.epoch_callback(pool if cand is None else pool.subset(cand)),
+            objective=objective_for(strategy, TrainConfig.from_hparams(spec.hparams)),
         )
         timings["train_s"] = time.perf_counter() - t0
         metrics["train_loss"] = results[-1].losses[-1]

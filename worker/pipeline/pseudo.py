@@ -19,7 +19,7 @@ from torch import nn
 from worker.ml.ceal import fit, options_of, record
 from worker.ml.data import PoolSource
 from worker.ml.spec import ModelSpec
-from worker.ml.training import EpochCallback, TrainConfig, TrainResult
+from worker.ml.training import EpochCallback, Objective, TrainConfig, TrainResult
 from worker.pipeline import cancel
 from worker.pipeline.common import dataset_of
 from worker.pipeline.runtime import Runtime
@@ -36,6 +36,7 @@ def train_cycle_network(
     watch: cancel.CycleWatch,
     device: torch.device,
     epoch_callback: EpochCallback | None = None,
+    objective: Objective | None = None,
 ) -> tuple[list[TrainResult], dict[str, Any] | None]:
     """Train ``model`` in place on the cycle's labelled items (with CEAL if asked); returns
     the training results and the pseudo-label summary (None without CEAL).
@@ -63,6 +64,7 @@ def train_cycle_network(
         pseudo_dataset=pseudo_dataset,
         device=device,
         epoch_callback=epoch_callback,
+        objective=objective,
     )
     if pseudo is None:
         return results, None

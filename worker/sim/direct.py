@@ -20,6 +20,7 @@ from worker.ml.device import resolve_device
 from worker.ml.ensemble import EnsembleModel, ensemble_size, member_seed
 from worker.ml.evaluation import evaluate
 from worker.ml.models import Classifier, build_model
+from worker.ml.networks import build_network, objective_for
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.training import TrainConfig
@@ -75,6 +76,7 @@ def run_direct(
             candidates=pool,
             pseudo_dataset=partial(_rows_dataset, arrays.images, candidates, shape),
             device=device,
+            objective=objective_for(strategy, config),
         )
         members = ensemble_size(strategy)
         pseudo_labels = 0
@@ -87,7 +89,7 @@ def run_direct(
                 pseudo_labels += 0 if pseudo is None else len(pseudo)
             model = cast(Classifier, EnsembleModel(nets))
         else:
-            model = build_model(spec, seed=cseed)
+            model = cast(Classifier, build_network(strategy, spec, cseed))
             # Record per-epoch arrays (dispersion) on the seeded candidate subset only: the
             # rows select() keeps are the same, and with 1,000 of 8,000 candidates it is 8x
             # less work.

@@ -8,6 +8,7 @@ from worker.ml.strategies import (  # noqa: F401
     bald,
     diversity,
     kernel_based,
+    learning_loss,
     qbc,
     uncertainty,
 )
