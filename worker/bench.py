@@ -47,9 +47,11 @@ from worker.ml.kernels import (
     noise_deviations_reference,
 )
 from worker.ml.models import build_model
+from worker.ml.networks import build_network, objective_for
 from worker.ml.spec import ModelSpec
+from worker.ml.strategies.learning_loss import LearningLoss
 from worker.ml.strategies.qbc import consensus_entropy, mutual_information, vote_entropy
-from worker.ml.training import TrainConfig
+from worker.ml.training import TrainConfig, train
 
 BATCH = 256
 # ResNet-18 batches stay small on the CPU: a batch's activations then fit in the caches.
@@ -617,6 +619,47 @@ def bench_ensemble(cfg: Config) -> list[Row]:
     ]
 
 
+def bench_learning_loss(cfg: Config) -> list[Row]:
+    """Learning loss: training the network with its loss module against training it alone
+    (the floor); the module reads features the network computes anyway, so the extra is its
+    small MLP and the ranking loss (target 1.3x)."""
+    dev = cfg.device
+    n_train, epochs = (32, 1) if cfg.quick else (200, 3)
+    x, src = _load_images(cfg, "mnist10k.npz", n_train, (1, 28, 28))
+    labels = np.random.default_rng(0).integers(0, 10, n_train)
+    train_set = TensorDataset(x, torch.from_numpy(one_hot(labels, 10)))
+    spec = ModelSpec("small_cnn", (1, 28, 28), 10, {"epochs": epochs, "batch_size": 32})
+    config = TrainConfig.from_hparams(spec.hparams)
+    strategy = LearningLoss()
+    repeats = 1 if cfg.quick else max(1, min(cfg.repeats, 3))
+    t = _min_time(
+        {
+            "plain": lambda: train(build_model(spec, 0), train_set, config, seed=0, device=dev),
+            "lossnet": lambda: train(
+                build_network(strategy, spec, 0),
+                train_set,
+                config,
+                seed=0,
+                device=dev,
+                objective=objective_for(strategy, config),
+            ),
+        },
+        repeats,
+        dev,
+    )
+    what = f"small CNN, {n_train} imgs x {epochs} epochs ({src})"
+    return [
+        _ratio_row(
+            f"learning-loss training / plain training [{what}]",
+            t["lossnet"],
+            t["plain"],
+            "plain training",
+            1.30,
+            cfg,
+        )
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -679,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion", "ensemble"],
+        choices=["gradnorm", "noise", "kcenter", "dispersion", "ensemble", "learning_loss"],
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -692,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         "kcenter": bench_kcenter,
         "dispersion": bench_dispersion,
         "ensemble": bench_ensemble,
+        "learning_loss": bench_learning_loss,
     }
     header = (
         f"annoloop kernel benchmark: torch {torch.__version__}, device {cfg.device}, "
