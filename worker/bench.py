@@ -564,7 +564,7 @@ def bench_ensemble(cfg: Config) -> list[Row]:
     """Deep-ensemble cost against its floor: M members cost M trainings and M eval passes;
     the assembling, the mean and the scores may add 10 %."""
     dev = cfg.device
-    m, n_train, n_pool, epochs = (2, 32, 64, 1) if cfg.quick else (5, 200, cfg.disp_n, 3)
+    m, n_train, n_pool, epochs = (2, 16, 32, 1) if cfg.quick else (5, 200, cfg.disp_n, 3)
     x, src = _load_images(cfg, "mnist10k.npz", n_train + n_pool, (1, 28, 28))
     labels = np.random.default_rng(0).integers(0, 10, n_train)
     train_set = TensorDataset(x[:n_train], torch.from_numpy(one_hot(labels, 10)))
@@ -624,7 +624,7 @@ def bench_learning_loss(cfg: Config) -> list[Row]:
     (the floor); the module reads features the network computes anyway, so the extra is its
     small MLP and the ranking loss (target 1.3x)."""
     dev = cfg.device
-    n_train, epochs = (32, 1) if cfg.quick else (200, 3)
+    n_train, epochs = (16, 1) if cfg.quick else (200, 3)
     x, src = _load_images(cfg, "mnist10k.npz", n_train, (1, 28, 28))
     labels = np.random.default_rng(0).integers(0, 10, n_train)
     train_set = TensorDataset(x, torch.from_numpy(one_hot(labels, 10)))
