@@ -710,6 +710,8 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worker.bench_selection import bench_selection  # imports this module back
+
     parser = argparse.ArgumentParser(
         prog="python -m worker.bench", description=__doc__.split("\n")[0]
     )
@@ -722,7 +724,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion", "ensemble", "learning_loss"],
+        choices=[
+            "gradnorm",
+            "noise",
+            "kcenter",
+            "dispersion",
+            "selection",
+            "ensemble",
+            "learning_loss",
+        ],
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -736,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         "dispersion": bench_dispersion,
         "ensemble": bench_ensemble,
         "learning_loss": bench_learning_loss,
+        "selection": bench_selection,
     }
     header = (
         f"annoloop kernel benchmark: torch {torch.__version__}, device {cfg.device}, "

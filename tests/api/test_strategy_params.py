@@ -25,6 +25,18 @@ BAD_ACQUISITION: list[tuple[dict[str, Any], str, str]] = [
     ({"candidates": 10**8}, "entropy", "candidates"),
     ({"candidates": True}, "margin", "candidates"),
     ({"mc_samples": 5}, "entropy", "mc_samples"),  # bald's parameter, not entropy's
+    # issue 18's strategies
+    ({"scope": "last"}, "egl", "scope"),
+    ({"reference": 0}, "emoc", "reference"),
+    ({"members": 10**6}, "suggestive", "members"),
+    ({"weight_decay": 1e9}, "suggestive", "weight_decay"),
+    ({"max_epochs": 10**9}, "discriminative", "max_epochs"),
+    ({"mini_queries": 0}, "discriminative", "mini_queries"),
+    ({"k_nn": 0}, "typiclust", "k_nn"),
+    ({"embedding": "pixels"}, "typiclust", "embedding"),
+    ({"delta": -1.0}, "probcover", "delta"),
+    ({"purity": 1.5}, "probcover", "purity"),
+    ({"k_nn": 5}, "probcover", "k_nn"),  # typiclust's parameter, not probcover's
 ]
 
 

@@ -28,6 +28,8 @@ SMALL_PARAMS: dict[str, dict[str, object]] = {
     "ensemble_vote_entropy": {"members": 3},
     "ensemble_consensus_entropy": {"members": 3},
     "ensemble_mutual_information": {"members": 3},
+    "discriminative": {"mini_queries": 3, "max_epochs": 5},
+    "emoc": {"reference": 40},
 }
 
 
@@ -36,6 +38,7 @@ class World:
     model: Classifier  # an EnsembleModel for ensemble strategies
     pool: TensorPool
     labelled: TensorPool
+    labelled_targets: np.ndarray
 
     def ctx(self, seed: int = 0, pool: TensorPool | None = None, offset: int = 0) -> ScoringContext:
         return ScoringContext(
@@ -46,6 +49,7 @@ class World:
             seed=seed,
             batch_size=BATCH,
             offset=offset,
+            labelled_targets=self.labelled_targets,
         )
 
 
@@ -87,12 +91,14 @@ def make_world(
     m = ensemble_size(shaper) if members is None else members
     if m:
         ensemble, _ = train_ensemble(spec, dataset, config, seed=seed, members=m)
-        return World(_as_classifier(ensemble), pool, TensorPool(torch.from_numpy(x_lab), BATCH))
+        labelled = TensorPool(torch.from_numpy(x_lab), BATCH)
+        return World(_as_classifier(ensemble), pool, labelled, np.asarray(dataset.targets))
     model = build_network(shaper, spec, seed)
     callback = strategy.epoch_callback(pool) if strategy is not None else None
     objective = objective_for(shaper, config)
     train(model, dataset, config, seed=seed, epoch_callback=callback, objective=objective)
-    return World(_as_classifier(model), pool, TensorPool(torch.from_numpy(x_lab), BATCH))
+    labelled = TensorPool(torch.from_numpy(x_lab), BATCH)
+    return World(_as_classifier(model), pool, labelled, np.asarray(dataset.targets))
 
 
 def _as_classifier(model: nn.Module) -> Classifier:

@@ -9,7 +9,15 @@ from tests.ml.strategy_world import BATCH, POOL_N, SMALL_PARAMS, make_world
 from worker.ml.strategies import available_strategies, get_strategy, merge_shards
 from worker.ml.strategies.base import Strategy, top_b
 
-SEED_SENSITIVE = {"random", "bald", "noise_stability", "badge"}
+SEED_SENSITIVE = {
+    "random",
+    "bald",
+    "noise_stability",
+    "badge",
+    "typiclust",
+    "discriminative",
+    "suggestive",
+}
 
 
 def _strategy(name: str, **extra: object) -> Strategy:
@@ -86,7 +94,7 @@ def test_candidate_subsetting(name: str) -> None:
         8,
         4,
         strategy.compute_labelled(sub_ctx) if strategy.needs_labelled else None,
-        cand,  # the items' ids, as select passes them: they order equal scores
+        ids=cand,  # what select passes: the items' keys (here their positions in the pool)
     )
     if name != "dispersion":
         sel = strategy.select(world.ctx(seed=4), 8)

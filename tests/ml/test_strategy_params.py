@@ -45,6 +45,13 @@ def test_every_strategy_is_declared_once_with_its_constructors_parameters() -> N
         ("bald", {"mc_samples": "x"}, "mc_samples"),
         ("random", {"candidates": MAX_CANDIDATES + 1}, "candidates"),
         ("random", {"candidates": 2.0}, "candidates"),
+        ("egl", {"scope": "last"}, "scope"),
+        ("emoc", {"reference": 0}, "reference"),
+        ("suggestive", {"weight_decay": float("inf")}, "weight_decay"),
+        ("discriminative", {"max_epochs": 10**9}, "max_epochs"),
+        ("typiclust", {"embedding": "pixels"}, "embedding"),
+        ("probcover", {"delta": 0.0}, "delta"),
+        ("probcover", {"purity": 0}, "purity"),
     ],
 )
 def test_the_registry_refuses_what_the_api_refuses(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -30,9 +30,13 @@ MAX_MC_SAMPLES = 1_000
 MAX_NUM_SAMPLES = 1_000
 MAX_ZETA = 1.0
 MAX_FOLDS = 50
+MAX_SEED = 2**31 - 1
+MAX_MEMBERS = 100
+MAX_ENSEMBLE_MEMBERS = 20  # each member is one full training of the project's model
 MAX_CEAL_DELTA = 100.0  # nats: above log C for any class count a project can have
-MAX_MEMBERS = 20  # each member is one full training of the project's model
-MAX_SEED = 2**31 - 1  # the project's seed column is a 32-bit INTEGER on Postgres
+MAX_ROUNDS = 1_000
+MAX_EPOCHS = 10_000
+MAX_CLUSTERS = 100_000  # the project's seed column is a 32-bit INTEGER on Postgres
 
 # Strict: JSON "5", 5.0 or true is not an int here, as the constructors would not take it.
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -70,7 +74,7 @@ class EnsembleParams(AcquisitionParams):
     members: int = Field(
         5,
         ge=2,
-        le=MAX_MEMBERS,
+        le=MAX_ENSEMBLE_MEMBERS,
         description="Ensemble size M: M networks trained as separate tasks, one per member.",
     )
 
@@ -89,6 +93,75 @@ class LearningLossParams(AcquisitionParams):
         allow_inf_nan=False,
         description="Share of the epochs after which the module stops training the network "
         "(the official 120 of 200).",
+    )
+
+
+class EglParams(AcquisitionParams):
+    scope: Literal["all", "head"] = Field(
+        "all", description="all: every parameter (C backward passes); head: the last layer."
+    )
+
+
+class EmocParams(AcquisitionParams):
+    reference: int = Field(
+        1000,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Pool items (a seeded subset) the expected output change is averaged over.",
+    )
+
+
+Embedding = Literal["features", "input"]
+_EMBEDDING_DOC = (
+    "features: the model's penultimate features; input: the flattened inputs (also runs at a "
+    "cold start, with nothing labelled)."
+)
+
+
+class TypiClustParams(AcquisitionParams):
+    k_nn: int = Field(20, ge=1, le=1000, description="Neighbours in the typicality.")
+    min_cluster_size: int = Field(
+        5, ge=0, le=MAX_CANDIDATES, description="Clusters this small or smaller are skipped."
+    )
+    max_clusters: int = Field(500, ge=1, le=MAX_CLUSTERS, description="Cap on k of k-means.")
+    embedding: Embedding = Field("features", description=_EMBEDDING_DOC)
+
+
+class ProbCoverParams(AcquisitionParams):
+    delta: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="Ball radius on the unit-normalised embedding (None: from purity).",
+    )
+    purity: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Share of pure balls (one k-means cluster, K = classes) delta=None keeps.",
+    )
+    embedding: Embedding = Field("features", description=_EMBEDDING_DOC)
+
+
+class SuggestiveParams(AcquisitionParams):
+    members: int = Field(4, ge=1, le=MAX_MEMBERS, description="Bootstrap ensemble size.")
+    uncertain_factor: int = Field(
+        2, ge=1, le=100, description="Shortlist K = this x the batch, by ensemble variance."
+    )
+    weight_decay: float = Field(
+        1e-4, ge=0.0, le=100.0, allow_inf_nan=False, description="L2 on each member's head."
+    )
+
+
+class DiscriminativeParams(AcquisitionParams):
+    mini_queries: int = Field(20, ge=1, le=MAX_ROUNDS, description="Rounds per batch.")
+    unlabelled_ratio: int = Field(
+        10, ge=1, le=1000, description="Unlabelled items per labelled one in each round."
+    )
+    max_epochs: int = Field(
+        1000, ge=1, le=MAX_EPOCHS, description="Discriminator epochs (stops at 98% accuracy)."
     )
 
 
@@ -157,6 +230,12 @@ ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "ensemble_consensus_entropy": EnsembleParams,
     "ensemble_mutual_information": EnsembleParams,
     "learning_loss": LearningLossParams,
+    "egl": EglParams,
+    "emoc": EmocParams,
+    "suggestive": SuggestiveParams,
+    "discriminative": DiscriminativeParams,
+    "typiclust": TypiClustParams,
+    "probcover": ProbCoverParams,
 }
 CLEANING: dict[str, type[CleaningParams]] = dict.fromkeys(
     ("ce_minus_entropy", "joint", "random", "activelab"), CleaningParams

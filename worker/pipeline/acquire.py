@@ -66,8 +66,12 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
     spec = ModelSpec.from_dict(inputs.model_spec)
     budget = _batch_budget(inputs)
     cold_start = len(inputs.labelled) == 0
-    strategy_name = "random" if cold_start else inputs.strategy
-    strategy = get_strategy(strategy_name, **({} if cold_start else inputs.params))
+    strategy = get_strategy(inputs.strategy, **inputs.params)
+    # With nothing labelled there is no trained model to score with: random, unless the
+    # strategy reads the inputs only (TypiClust or ProbCover on the inputs).
+    if cold_start and not strategy.runs_cold:
+        strategy = get_strategy("random")
+    strategy_name = strategy.name
     # Every item read below checks, at most once a second, that the cycle should go on.
     watch = cancel.watch(rt, inputs.cycle_id, phase="training")
     watch.check_now()
@@ -157,6 +161,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         inputs.seed,
         budget,
         ids=np.asarray(inputs.candidates.ids, dtype=np.int64),
+        labelled_targets=inputs.training_targets() if len(inputs.labelled) else None,
     )
     timings["score_s"] = time.perf_counter() - t0
     scores_blob = rt.blobs.put(shards.scores_bytes(inputs.candidates, selection))
@@ -191,10 +196,12 @@ def select_batch(
     seed: int,
     budget: int,
     ids: np.ndarray | None = None,
+    labelled_targets: np.ndarray | None = None,
 ) -> Selection:
     """Score the candidate ``pool`` (N items) in-process and pick ``budget`` of them.
 
-    ``ids`` (N,): the items' stable ids, which order exactly equal scores (with ``seed``).
+    ``ids`` (N,): the items' stable ids, which order exactly equal scores (with ``seed``);
+    ``labelled_targets`` (M, C): the soft targets of ``labelled``, for suggestive annotation.
     Pure (no DB, no blobs): the simulation harness (``worker/sim/direct.py``) calls it too, so
     a simulated cycle selects exactly what a worker's cycle selects.
     """
@@ -208,6 +215,7 @@ def select_batch(
         seed=seed,
         batch_size=SCORE_BATCH,
         ids=ids,
+        labelled_targets=labelled_targets,
     )
     return strategy.select(ctx, budget)
 

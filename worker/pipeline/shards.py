@@ -266,6 +266,7 @@ def choose_merged(rt: Runtime, plan: ScoringPlan, parts: list[Arrays]) -> Select
             device=resolve_device(),
             seed=plan.inputs.seed,
             batch_size=plan.score_batch,
+            labelled_targets=plan.inputs.training_targets() if len(plan.inputs.labelled) else None,
         )
         labelled = strategy.compute_labelled(ctx)
     ids = np.asarray(plan.inputs.candidates.ids, dtype=np.int64)

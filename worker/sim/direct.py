@@ -111,7 +111,15 @@ def run_direct(
         )
         # The data set's row numbers are the items' ids (what the database id is in the API).
         selection = select_batch(
-            strategy, model, pool, labelled_pool, device, cseed, protocol.batch_size, candidates
+            strategy,
+            model,
+            pool,
+            labelled_pool,
+            device,
+            cseed,
+            protocol.batch_size,
+            ids=candidates,
+            labelled_targets=soft_targets(votes[has]),
         )
         timings["score_s"] = time.perf_counter() - t0
         selected = [int(candidates[int(i)]) for i in selection.indices]

@@ -6,10 +6,13 @@ Importing this package registers every built-in strategy.
 # Imported for their side effect: each module registers its strategies.
 from worker.ml.strategies import (  # noqa: F401
     bald,
+    discriminative,
     diversity,
     kernel_based,
     learning_loss,
+    model_change,
     qbc,
+    representative,
     uncertainty,
 )
 from worker.ml.strategies.base import (

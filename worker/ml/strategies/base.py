@@ -70,6 +70,8 @@ class ScoringContext:
     sliced by the caller to the rows of this shard; None when there are none.
     ``ids``: (len(pool),) int64 stable item ids of the whole pool's rows (the database ids in
     the service), read by ``select`` to break ties; None = positions stand in for them.
+    ``labelled_targets``: (len(labelled), C) soft targets the model trained on, for strategies
+    that fit something of their own to the labels (suggestive annotation); None if not given.
     """
 
     model: Classifier
@@ -81,6 +83,7 @@ class ScoringContext:
     offset: int = 0
     recorded: Mapping[str, np.ndarray] | None = None
     ids: np.ndarray | None = None
+    labelled_targets: np.ndarray | None = None
 
 
 class Strategy(ABC):
@@ -108,6 +111,12 @@ class Strategy(ABC):
     def params(self) -> dict[str, Any]:
         """The constructor parameters of this instance (JSON-able)."""
         return {p: getattr(self, p) for p in param_names(type(self))}
+
+    @property
+    def runs_cold(self) -> bool:
+        """True if the strategy can pick with no labelled item and an untrained model (it reads
+        the inputs only); otherwise a cold start picks at random."""
+        return False
 
     def candidate_indices(self, n: int, seed: int) -> np.ndarray | None:
         """Sorted (M,) int64 positions of the seeded candidate subset, or None for all N."""
