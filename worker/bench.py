@@ -34,7 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
+from worker.ml.data import TensorPool, one_hot
+from worker.ml.ensemble import EnsembleModel, train_ensemble, train_member
 from worker.ml.kernels import (
     DispersionRecorder,
     gradnorm_scores,
@@ -45,7 +48,11 @@ from worker.ml.kernels import (
     noise_deviations_reference,
 )
 from worker.ml.models import build_model
+from worker.ml.networks import build_network, objective_for
 from worker.ml.spec import ModelSpec
+from worker.ml.strategies.learning_loss import LearningLoss
+from worker.ml.strategies.qbc import consensus_entropy, mutual_information, vote_entropy
+from worker.ml.training import TrainConfig, train
 
 BATCH = 256
 # ResNet-18 batches stay small on the CPU: a batch's activations then fit in the caches.
@@ -523,6 +530,106 @@ def bench_dispersion(cfg: Config) -> list[Row]:
     ]
 
 
+def bench_ensemble(cfg: Config) -> list[Row]:
+    """Deep-ensemble cost against its floor: M members cost M trainings and M eval passes;
+    the assembling, the mean and the scores may add 10 %."""
+    dev = cfg.device
+    m, n_train, n_pool, epochs = (2, 16, 32, 1) if cfg.quick else (5, 200, cfg.disp_n, 3)
+    x, src = _load_images(cfg, "mnist10k.npz", n_train + n_pool, (1, 28, 28))
+    labels = np.random.default_rng(0).integers(0, 10, n_train)
+    train_set = TensorDataset(x[:n_train], torch.from_numpy(one_hot(labels, 10)))
+    spec = ModelSpec("small_cnn", (1, 28, 28), 10, {"epochs": epochs, "batch_size": 32})
+    config = TrainConfig.from_hparams(spec.hparams)
+    repeats = 1 if cfg.quick else max(1, min(cfg.repeats, 3))
+    t = _min_time(
+        {
+            "one": lambda: train_member(spec, train_set, config, seed=0, member=0, device=dev),
+            "ensemble": lambda: train_ensemble(
+                spec, train_set, config, seed=0, members=m, device=dev
+            ),
+        },
+        repeats,
+        dev,
+    )
+    ensemble, _ = train_ensemble(spec, train_set, config, seed=0, members=m, device=dev)
+    pool = TensorPool(x[n_train:].to(dev), BATCH)
+    single = ensemble.members[0]
+
+    def one_pass() -> None:
+        single.eval()
+        with torch.no_grad():
+            for b in pool.batches():
+                torch.softmax(single(b), dim=1)
+
+    def score_all(model: EnsembleModel = ensemble) -> None:
+        model.eval()
+        with torch.no_grad():
+            probs = np.concatenate([model.member_probs(b).cpu().numpy() for b in pool.batches()])
+        vote_entropy(probs), consensus_entropy(probs), mutual_information(probs)
+
+    s = _min_time({"pass": one_pass, "score": score_all}, repeats, dev)
+    what = f"small CNN, M={m}, {n_train} train / {n_pool} pool imgs ({src})"
+    return [
+        _ratio_row(
+            f"ensemble training / (M x one training) [{what}]",
+            t["ensemble"],
+            m * t["one"],
+            f"{m} x one training",
+            1.10,
+            cfg,
+        ),
+        _ratio_row(
+            f"ensemble scoring, 3 scores / (M x 1 eval pass) [{what}]",
+            s["score"],
+            m * s["pass"],
+            f"{m} x 1 eval pass",
+            1.10,
+            cfg,
+        ),
+    ]
+
+
+def bench_learning_loss(cfg: Config) -> list[Row]:
+    """Learning loss: training the network with its loss module against training it alone
+    (the floor); the module reads features the network computes anyway, so the extra is its
+    small MLP and the ranking loss (target 1.3x)."""
+    dev = cfg.device
+    n_train, epochs = (16, 1) if cfg.quick else (200, 3)
+    x, src = _load_images(cfg, "mnist10k.npz", n_train, (1, 28, 28))
+    labels = np.random.default_rng(0).integers(0, 10, n_train)
+    train_set = TensorDataset(x, torch.from_numpy(one_hot(labels, 10)))
+    spec = ModelSpec("small_cnn", (1, 28, 28), 10, {"epochs": epochs, "batch_size": 32})
+    config = TrainConfig.from_hparams(spec.hparams)
+    strategy = LearningLoss()
+    repeats = 1 if cfg.quick else max(1, min(cfg.repeats, 3))
+    t = _min_time(
+        {
+            "plain": lambda: train(build_model(spec, 0), train_set, config, seed=0, device=dev),
+            "lossnet": lambda: train(
+                build_network(strategy, spec, 0),
+                train_set,
+                config,
+                seed=0,
+                device=dev,
+                objective=objective_for(strategy, config),
+            ),
+        },
+        repeats,
+        dev,
+    )
+    what = f"small CNN, {n_train} imgs x {epochs} epochs ({src})"
+    return [
+        _ratio_row(
+            f"learning-loss training / plain training [{what}]",
+            t["lossnet"],
+            t["plain"],
+            "plain training",
+            1.30,
+            cfg,
+        )
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -594,7 +701,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="folder with mnist10k.npz and cifar10h.npz")
     parser.add_argument(
         "--only",
-        choices=["gradnorm", "noise", "kcenter", "dispersion", "selection", "cycle"],
+        choices=[
+            "gradnorm",
+            "noise",
+            "kcenter",
+            "dispersion",
+            "selection",
+            "ensemble",
+            "learning_loss",
+            "cycle",
+        ],
         action="append",
         help="run only these sections (repeatable); `cycle` (a real worker cycle against "
         "bare PyTorch, worker/bench_cycle.py) runs only when named",
@@ -607,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         "noise": bench_noise,
         "kcenter": bench_kcenter,
         "dispersion": bench_dispersion,
+        "ensemble": bench_ensemble,
+        "learning_loss": bench_learning_loss,
         "selection": bench_selection,
         "cycle": _bench_cycle,
     }

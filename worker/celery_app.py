@@ -27,7 +27,12 @@ def create_celery(settings: Settings) -> Celery:
         "annoloop",
         broker=settings.broker_url,
         backend=settings.result_backend,
-        include=["worker.tasks.cycles", "worker.tasks.scoring", "worker.tasks.cleaning"],
+        include=[
+            "worker.tasks.cycles",
+            "worker.tasks.scoring",
+            "worker.tasks.cleaning",
+            "worker.tasks.ensemble",
+        ],
     )
     app.conf.update(
         task_acks_late=True,

@@ -33,5 +33,18 @@ SCORE_SHARD = TaskName("annoloop.scoring.shard", SCORE_QUEUE, "cycle_id")
 SCORE_MERGE = TaskName("annoloop.scoring.merge", SCORE_QUEUE, "cycle_id")
 CLEANING_FOLD = TaskName("annoloop.cleaning.fold", TRAIN_QUEUE, "cycle_id")
 CLEANING_MERGE = TaskName("annoloop.cleaning.merge", TRAIN_QUEUE, "cycle_id")
+# Ensemble members train wherever cycles train; so does their join (it evaluates).
+ENSEMBLE_MEMBER = TaskName("annoloop.ensemble.member", TRAIN_QUEUE, "cycle_id")
+ENSEMBLE_JOIN = TaskName("annoloop.ensemble.join", TRAIN_QUEUE, "cycle_id")
 
-ALL_TASKS = (RUN_CYCLE, ADVANCE, REFRESH, SCORE_SHARD, SCORE_MERGE, CLEANING_FOLD, CLEANING_MERGE)
+ALL_TASKS = (
+    RUN_CYCLE,
+    ADVANCE,
+    REFRESH,
+    SCORE_SHARD,
+    SCORE_MERGE,
+    CLEANING_FOLD,
+    CLEANING_MERGE,
+    ENSEMBLE_MEMBER,
+    ENSEMBLE_JOIN,
+)

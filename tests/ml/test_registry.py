@@ -17,7 +17,7 @@ def test_unknown_name_lists_valid_ones() -> None:
 
 
 def test_unknown_param_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"valid: \['candidates'\]"):
+    with pytest.raises(ValueError, match=r"valid: \['candidates', 'ceal'\]"):
         get_strategy("entropy", temperature=2)
 
 

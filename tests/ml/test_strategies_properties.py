@@ -79,7 +79,7 @@ def test_shard_rule(name: str) -> None:
 @pytest.mark.parametrize("name", available_strategies())
 def test_candidate_subsetting(name: str) -> None:
     strategy = _strategy(name, candidates=30)
-    world = make_world(None)
+    world = make_world(None, like=strategy)
     cand = strategy.candidate_indices(POOL_N, seed=4)
     assert cand is not None
     if name == "dispersion":

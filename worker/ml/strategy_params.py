@@ -32,6 +32,8 @@ MAX_ZETA = 1.0
 MAX_FOLDS = 50
 MAX_SEED = 2**31 - 1
 MAX_MEMBERS = 100
+MAX_ENSEMBLE_MEMBERS = 20  # each member is one full training of the project's model
+MAX_CEAL_DELTA = 100.0  # nats: above log C for any class count a project can have
 MAX_ROUNDS = 1_000
 MAX_EPOCHS = 10_000
 MAX_CLUSTERS = 100_000  # the project's seed column is a 32-bit INTEGER on Postgres
@@ -65,6 +67,32 @@ class NoiseStabilityParams(AcquisitionParams):
         le=MAX_ZETA,
         allow_inf_nan=False,
         description="Weight noise relative to each layer's weight norm.",
+    )
+
+
+class EnsembleParams(AcquisitionParams):
+    members: int = Field(
+        5,
+        ge=2,
+        le=MAX_ENSEMBLE_MEMBERS,
+        description="Ensemble size M: M networks trained as separate tasks, one per member.",
+    )
+
+
+class LearningLossParams(AcquisitionParams):
+    margin: float = Field(
+        1.0, gt=0.0, le=100.0, allow_inf_nan=False, description="Ranking-loss margin (xi)."
+    )
+    weight: float = Field(
+        1.0, ge=0.0, le=100.0, allow_inf_nan=False, description="Ranking-loss weight (lambda)."
+    )
+    stop_gradient_after: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Share of the epochs after which the module stops training the network "
+        "(the official 120 of 200).",
     )
 
 
@@ -155,6 +183,37 @@ class CleaningParams(BaseModel):
         return folds
 
 
+class CealParams(BaseModel):
+    """CEAL's pseudo-labels (``worker/ml/ceal.py``), a training option of any acquisition
+    strategy: ``params["ceal"]``. Defaults: the paper's δ₀ = 0.005 and dr = 0.00033."""
+
+    model_config = _STRICT
+
+    delta: float = Field(
+        0.005,
+        gt=0.0,
+        le=MAX_CEAL_DELTA,
+        allow_inf_nan=False,
+        description="Entropy threshold (nats) below which a candidate is pseudo-labelled.",
+    )
+    decay: float = Field(
+        0.00033,
+        ge=0.0,
+        le=MAX_CEAL_DELTA,
+        allow_inf_nan=False,
+        description="The threshold falls by this much per cycle: delta - decay * t.",
+    )
+    max_items: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="At most this many pseudo-labels, the most confident (None = all).",
+    )
+
+
+# Options of training, not of the strategy: any acquisition strategy's params may carry them.
+TRAINING_OPTIONS: dict[str, type[BaseModel]] = {"ceal": CealParams}
+
 ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "random": AcquisitionParams,
     "least_confidence": AcquisitionParams,
@@ -167,6 +226,10 @@ ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "expected_gradnorm": AcquisitionParams,
     "entropy_gradnorm": AcquisitionParams,
     "dispersion": AcquisitionParams,
+    "ensemble_vote_entropy": EnsembleParams,
+    "ensemble_consensus_entropy": EnsembleParams,
+    "ensemble_mutual_information": EnsembleParams,
+    "learning_loss": LearningLossParams,
     "egl": EglParams,
     "emoc": EmocParams,
     "suggestive": SuggestiveParams,
@@ -202,7 +265,14 @@ DROPOUT = Need(
     lambda spec: _dropout(spec) > 0.0,
 )
 
-NEEDS: dict[str, tuple[Need, ...]] = {"bald": (DROPOUT,)}
+LOSS_MODULE = Need(
+    "loss_module",
+    "a network that can carry a loss-prediction module on its intermediate features "
+    "(small_cnn or resnet18; not mlp)",
+    lambda spec: spec.get("name") in ("small_cnn", "resnet18"),
+)
+
+NEEDS: dict[str, tuple[Need, ...]] = {"bald": (DROPOUT,), "learning_loss": (LOSS_MODULE,)}
 
 
 class ParamsError(ValueError):
@@ -231,29 +301,51 @@ def declared_defaults(kind: str, strategy: str) -> dict[str, Any]:
 
 def check_params(kind: str, strategy: str, params: Any) -> dict[str, Any]:
     """The given parameters, validated and normalised (a whole number where a float is
-    declared becomes a float); defaults are not filled in. Raises ``ParamsError``."""
+    declared becomes a float); defaults are not filled in. An acquisition cycle's params may
+    also hold training options (``TRAINING_OPTIONS``, e.g. ``"ceal"``), checked by their own
+    model and returned with their defaults filled in. Raises ``ParamsError``."""
     model = params_model(kind, strategy)
     if not isinstance(params, Mapping) or not all(isinstance(k, str) for k in params):
         raise ParamsError(f"{strategy} parameters must be an object, got {params!r}")
-    unknown = sorted(set(params) - set(model.model_fields))
+    options = TRAINING_OPTIONS if kind == "acquire" else {}
+    unknown = sorted(set(params) - set(model.model_fields) - set(options))
     if unknown:
         raise ParamsError(
             f"unknown parameters {unknown} for strategy {strategy!r}; "
-            f"valid: {list(model.model_fields)}",
+            f"valid: {list(model.model_fields) + list(options)}",
             key=unknown[0],
         )
+    own = {k: v for k, v in params.items() if k not in options}
+    checked = _validated(model, own, strategy).model_dump(exclude_unset=True)
+    for key, option in options.items():
+        if key not in params:
+            continue
+        raw = params[key]
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ParamsError(f"{key} must be an object or null, got {_short(raw)}", key=key)
+        checked[key] = None if raw is None else _validated(option, raw, strategy, key).model_dump()
+    return checked
+
+
+def _validated(
+    model: type[BaseModel], params: Mapping[str, Any], strategy: str, prefix: str | None = None
+) -> BaseModel:
     try:
-        checked = model.model_validate(dict(params))
+        return model.model_validate(dict(params))
     except ValidationError as exc:
         first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
+        key = ".".join(str(p) for p in ([prefix] if prefix else []) + list(first["loc"]))
         msg = first["msg"].removeprefix("Value error, ")
         raise ParamsError(
             f"{key}: {msg[:1].lower()}{msg[1:]}, got {_short(first.get('input'))} "
             f"(strategy {strategy!r})",
             key=key,
         ) from None
-    return checked.model_dump(exclude_unset=True)
+
+
+def strategy_only(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The strategy's own parameters: ``params`` without the training options."""
+    return {k: v for k, v in params.items() if k not in TRAINING_OPTIONS}
 
 
 def check_model_fits(kind: str, strategy: str, model_spec: Mapping[str, Any]) -> None:

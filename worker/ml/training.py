@@ -43,6 +43,8 @@ __all__ = [
 EpochCallback = Callable[[int, nn.Module], None]
 # Asked after each epoch but the last, with the epoch just done: True = stop here, resumably.
 PauseCheck = Callable[[int], bool]
+# (model, x, target, class weights or None, epoch) -> the batch loss to minimise.
+Objective = Callable[[nn.Module, Tensor, Tensor, Tensor | None, int], Tensor]
 
 
 @dataclass
@@ -136,6 +138,7 @@ def train(
     epoch_callback: EpochCallback | None = None,
     pause: PauseCheck | None = None,
     resume: TrainState | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``(x, target)`` items; returns per-epoch mean losses.
 
@@ -144,6 +147,8 @@ def train(
     ``pause(epoch)`` runs after each epoch but the last; True raises ``TrainingPaused``, whose
     state, passed back as ``resume`` with the same model, data, config and seed, goes on from
     the next epoch.
+    ``objective(model, x, target, weights, epoch)``: the batch loss, when it is more than the
+    soft-target CE (learning loss adds its ranking loss); default the CE.
     """
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
@@ -174,7 +179,10 @@ def train(
             for x, target in loader:
                 x = x.to(dev, non_blocking=True)
                 target = target.to(dev, dtype=torch.float32, non_blocking=True)
-                loss = soft_cross_entropy(model(x), target, weights)
+                if objective is None:
+                    loss = soft_cross_entropy(model(x), target, weights)
+                else:
+                    loss = objective(model, x, target, weights, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -17,16 +17,20 @@ import torch
 from app.core.enums import CycleState
 from app.core.tasks import TaskSender
 from app.cycles.states import RUNNING
+from worker.ml.ceal import options_of
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
+from worker.ml.ensemble import ensemble_size
 from worker.ml.evaluation import evaluate
-from worker.ml.models import Classifier, build_model
+from worker.ml.models import Classifier
+from worker.ml.networks import build_network, objective_for
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
-from worker.ml.training import TrainConfig, TrainingPaused, train
-from worker.pipeline import cancel, fair_share, shards, transitions
+from worker.ml.training import TrainConfig, TrainingPaused
+from worker.pipeline import cancel, ensemble, fair_share, shards, transitions
 from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
+from worker.pipeline.pseudo import train_cycle_network
 from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
 from worker.pipeline.snapshot import CycleInputs
@@ -86,32 +90,42 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         "cold_start": cold_start,
     }
 
-    model = build_model(spec, seed=inputs.seed)
+    if not cold_start and ensemble_size(strategy):
+        # M members train as separate tasks on any workers; their join scores (ensemble.py).
+        if not ensemble.dispatch(rt, inputs, strategy, budget, metrics=metrics, sender=sender):
+            return "cancelled while training"
+        return f"training {ensemble_size(strategy)} ensemble members"
+
+    # The network the strategy scores with (learning loss: with its loss-prediction module).
+    model = cast(Classifier, build_network(strategy, spec, inputs.seed))
     if spec.backbone is not None:  # which weights the backbone had: the name may be re-pointed
-        metrics["backbone"] = {"name": spec.backbone, "sha256": model.weights_sha256}
+        sha256 = getattr(model, "weights_sha256", None)
+        metrics["backbone"] = {"name": spec.backbone, "sha256": sha256}
     checkpoint: str | None = None
     if not cold_start:
         t0 = time.perf_counter()
-        config = TrainConfig.from_hparams(spec.hparams)
         # Per-epoch recordings (dispersion) only over the rows that will be scored: with a
         # candidate subset of a large pool, recording the whole pool every epoch is the cost.
         cand = strategy.candidate_indices(len(pool), inputs.seed)
-        targets = inputs.training_targets()
         epoch_callback = strategy.epoch_callback(pool if cand is None else pool.subset(cand))
-        # A strategy that records during training (dispersion) keeps no state across a pause.
+        # Only a plain training pauses for another project's cycle: what dispersion records
+        # each epoch, and CEAL's second stage, would not survive a pause.
         share = None
-        if epoch_callback is None:
+        if epoch_callback is None and options_of(inputs.params) is None:
             share = fair_share.FairShare(rt.factory, inputs.project_id, rt.settings.cycle_slice_s)
         try:
-            result = train(
+            results, pseudo_labels = train_cycle_network(
+                rt,
+                inputs,
                 model,
-                watch.guard(dataset_of(rt, inputs.labelled, spec, targets)),
-                config,
                 seed=inputs.seed,
+                candidates=pool,
+                watch=watch,
                 device=device,
                 epoch_callback=epoch_callback,
+                objective=objective_for(strategy, TrainConfig.from_hparams(spec.hparams)),
                 pause=share,
-                resume=resume,
+                resume=resume if share is not None else None,
             )
         except TrainingPaused as stop:
             assert share is not None  # only a FairShare pauses
@@ -128,11 +142,14 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
                 share,
             )
             return f"paused after epoch {stop.state.epochs_done}" if sent else "cancelled"
-        timings["train_s"] = result.seconds
+        # Training's own clock: a resumed run counts the slices before the pause too.
+        timings["train_s"] = sum(r.seconds for r in results)
         if paused is not None:
             metrics["pauses"] = paused.pauses
             metrics["resumed_at_epoch"] = resume.epochs_done if resume else 0
-        metrics["train_loss"] = result.losses[-1]
+        metrics["train_loss"] = results[-1].losses[-1]
+        if pseudo_labels is not None:
+            metrics["pseudo_labels"] = pseudo_labels
         checkpoint = rt.blobs.put(state_bytes(model))
         t0 = time.perf_counter()
         if len(inputs.test):

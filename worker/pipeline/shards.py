@@ -39,7 +39,8 @@ from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
-from worker.ml.models import Classifier, build_model
+from worker.ml.ensemble import cycle_model
+from worker.ml.models import Classifier
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import ScoringContext, Selection, merge_shards
 from worker.ml.strategies.base import Arrays
@@ -63,8 +64,11 @@ def dispatch(
     metrics: dict[str, Any],
     timings: dict[str, float],
     sender: TaskSender | None = None,
+    expect: CycleState = CycleState.training,
+    attempt: int | None = None,
 ) -> bool:
-    """Step 1: ``training`` → ``scoring`` and send the shard tasks; False if cancelled."""
+    """Step 1: ``training`` → ``scoring`` and send the shard tasks; False if cancelled.
+    ``expect``/``attempt``: an ensemble's join hands over from ``scoring`` (``ensemble.py``)."""
     sharding = {
         "plan_sha256": rt.blobs.put(plan.to_bytes()),
         "shard_size": rt.settings.shard_size,
@@ -87,8 +91,10 @@ def dispatch(
         plan.inputs.cycle_id,
         sender or celery_sender(),
         change,
-        expect=CycleState.training,
-        to=CycleState.scoring,
+        expect=expect,
+        # An ensemble's join is already scoring: it stays there.
+        to=None if expect is CycleState.scoring else CycleState.scoring,
+        attempt=attempt,
     )
 
 
@@ -201,10 +207,12 @@ def run_merge(rt: Runtime, cycle_id: int, attempt: int) -> str:
 
 
 def scoring_model(rt: Runtime, plan: ScoringPlan) -> Classifier:
-    """The trained model, rebuilt from the checkpoint, in eval mode on this host's device."""
-    model = build_model(ModelSpec.from_dict(plan.inputs.model_spec), seed=plan.inputs.seed)
+    """The trained model (an ensemble's members for an ensemble strategy), rebuilt from the
+    checkpoint, in eval mode on this host's device."""
+    spec = ModelSpec.from_dict(plan.inputs.model_spec)
+    model = cycle_model(spec, plan.inputs.seed, plan.make_strategy())
     load_state(rt, model, plan.checkpoint_sha256)
-    return model.to(resolve_device()).eval()
+    return model.to(resolve_device()).eval()  # type: ignore[return-value]
 
 
 def candidate_pool(
@@ -298,6 +306,11 @@ def scores_bytes(candidates: ItemRefs, selection: Selection) -> bytes:
         else np.zeros(0, np.int64),
     )
     return buf.getvalue()
+
+
+def no_selection(n: int) -> Selection:
+    """Nothing picked out of ``n`` candidates (a zero budget or an empty pool)."""
+    return Selection(np.zeros(0, np.int64), np.zeros(n))
 
 
 def finite_or_none(value: float) -> float | None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from app.core.processes import free_port, started, wait_healthy
 from worker.sim.oracle import make_oracle
-from worker.sim.protocol import Arrays, Protocol, cycle_seed, setup
+from worker.sim.protocol import Arrays, Protocol, base_strategy, cycle_seed, setup
 from worker.sim.record import CycleRecord, RunRecord
 
 UPLOAD_CHUNK = 1000  # items per bulk upload, well under the server's upload limits
@@ -90,8 +90,8 @@ def run_api(
                 "name": f"sim {stamp}",
                 "classes": [str(c) for c in range(protocol.num_classes)],
                 "model_spec": protocol.model,
-                "strategy": strategy,
-                "strategy_params": protocol.strategy_params(),
+                "strategy": base_strategy(strategy),
+                "strategy_params": protocol.strategy_params(strategy),
                 "batch_size": protocol.batch_size,
                 "labels_per_item": 1,
                 "seed": seed,
@@ -132,8 +132,8 @@ def run_api(
     for k in range(protocol.cycles + 1):
         t0 = time.perf_counter()
         body = {
-            "strategy": strategy,
-            "params": protocol.strategy_params(),
+            "strategy": base_strategy(strategy),
+            "params": protocol.strategy_params(strategy),
             "seed": cycle_seed(seed, k),
         }
         cycle = _wait_queued(admin, pid, _start_cycle(admin, pid, body))

@@ -113,8 +113,21 @@ class Protocol:
     def with_overrides(self, **changes: Any) -> Protocol:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def strategy_params(self) -> dict[str, Any]:
-        return {} if self.candidates is None else {"candidates": self.candidates}
+    # "NAME+ceal" runs strategy NAME with CEAL's pseudo-labels (worker/ml/ceal.py) and these
+    # options; the cap keeps the fine-tuning stage near the labelled set's size on MNIST.
+    ceal: tuple[tuple[str, Any], ...] = (("max_items", 1000),)
+
+    def strategy_params(self, strategy: str = "") -> dict[str, Any]:
+        """The cycle params for ``strategy`` (a name, or ``NAME+ceal``)."""
+        params: dict[str, Any] = {} if self.candidates is None else {"candidates": self.candidates}
+        if strategy.partition("+")[2] == "ceal":
+            params["ceal"] = dict(self.ceal)
+        return params
+
+
+def base_strategy(name: str) -> str:
+    """The registered strategy of a run name: ``margin+ceal`` -> ``margin``."""
+    return name.partition("+")[0]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ from worker.ml.strategies import (  # noqa: F401
     discriminative,
     diversity,
     kernel_based,
+    learning_loss,
     model_change,
+    qbc,
     representative,
     uncertainty,
 )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from worker.ml.strategies.base import Strategy, param_defaults
-from worker.ml.strategy_params import check_params
+from worker.ml.strategy_params import check_params, strategy_only
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -38,7 +38,8 @@ def get_strategy(name: str, **params: Any) -> Strategy:
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ValueError(f"unknown strategy {name!r}; available: {available_strategies()}")
-    return cls(**check_params("acquire", name, params))
+    # Training options (CEAL's "ceal") ride along in a cycle's params; the strategy ignores them.
+    return cls(**strategy_only(check_params("acquire", name, params)))
 
 
 def strategy_docs() -> dict[str, dict[str, Any]]:
