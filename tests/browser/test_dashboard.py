@@ -40,7 +40,7 @@ def test_engineer_starts_next_cycle_and_sees_accuracy_and_scores(
     # The page's leases held from before: the item shown and the one prefetched after it.
     label_queue_via_api(demo, pid, demo.annotator, limit=2)
     label_queue_via_api(demo, pid, second["token"])
-    wait_for_cycle(demo, pid, 1, "completed", timeout=60)
+    wait_for_cycle(demo, pid, 1, "completed", timeout=180)  # the advance task, on a loaded CI
 
     page = new_page(1280, 900)
     sign_in(page, demo.base, demo.admin)
