@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import make_engine
-from app.core.task_names import ENSEMBLE_JOIN, ENSEMBLE_MEMBER
+from app.core.task_names import ENSEMBLE_JOIN, ENSEMBLE_MEMBER, SCORE_MERGE, SCORE_SHARD
 from app.demo.seed import load_demo_arrays
 from app.items.models import Item
 from app.main import create_app
@@ -34,7 +34,7 @@ from worker.ml.training import TrainConfig
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.ensemble import run_join, run_member
 from worker.pipeline.runtime import Runtime, build_runtime
-from worker.pipeline.shards import MERGE_TASK, SHARD_TASK, run_merge, run_shard
+from worker.pipeline.shards import run_merge, run_shard
 
 pytestmark = pytest.mark.slow
 N_POOL, N_TEST, BATCH, SEED, M = 300, 60, 10, 7, 3
@@ -194,9 +194,9 @@ def test_members_as_tasks_restart_redelivery_and_shards(tmp_path: Path) -> None:
             (join,) = rec.take(ENSEMBLE_JOIN.name)
             assert run_join(sharded, *join, sender=rec) == "scoring in 2 shards"
             assert run_join(sharded, *join, sender=rec).startswith("stale")  # redelivered
-            for args in rec.take(SHARD_TASK):
+            for args in rec.take(SCORE_SHARD.name):
                 run_shard(sharded, *args, host="y", sender=rec)
-            (merge,) = rec.take(MERGE_TASK)
+            (merge,) = rec.take(SCORE_MERGE.name)
             assert run_merge(sharded, *merge) == f"queued {BATCH} items"
             assert _queue(sharded, s) == queue
             many_cycle = _cycle(client, h, many, s)

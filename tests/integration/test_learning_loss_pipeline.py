@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from app.core.db import make_engine
+from app.core.task_names import SCORE_MERGE, SCORE_SHARD
 from app.main import create_app
 from tests.backends import fresh_sqlite
 from tests.integration.loop import accounts, bearer
@@ -20,7 +21,7 @@ from tests.integration.test_ensemble_pipeline import _project, _queue
 from tests.integration.test_shard_pipeline import Recorder
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.runtime import build_runtime
-from worker.pipeline.shards import MERGE_TASK, SHARD_TASK, run_merge, run_shard
+from worker.pipeline.shards import run_merge, run_shard
 
 pytestmark = pytest.mark.slow
 BATCH, SEED = 10, 7
@@ -45,9 +46,9 @@ def test_the_module_trains_with_the_cycle_and_survives_sharding(tmp_path: Path) 
             assert run_acquire_cycle(one, cycles["one"][1], sender=rec) == f"queued {BATCH} items"
             c = cycles["many"][1]
             assert run_acquire_cycle(many, c, sender=rec) == "scoring in 2 shards"
-            for args in rec.take(SHARD_TASK):
+            for args in rec.take(SCORE_SHARD.name):
                 run_shard(many, *args, host="s", sender=rec)
-            (merge,) = rec.take(MERGE_TASK)
+            (merge,) = rec.take(SCORE_MERGE.name)
             assert run_merge(many, *merge) == f"queued {BATCH} items"
             first = client.get(
                 f"/api/v1/projects/{cycles['one'][0]}/cycles/{cycles['one'][1]}", headers=h

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings
 from app.core.db import make_engine
+from app.core.task_names import SCORE_MERGE, SCORE_SHARD
 from app.demo.seed import load_demo_arrays
 from app.items.models import Item
 from app.main import create_app
@@ -27,7 +28,7 @@ from tests.backends import fresh_sqlite
 from tests.integration.loop import accounts, bearer, upload_npz
 from worker.pipeline.acquire import run_acquire_cycle
 from worker.pipeline.runtime import Runtime, build_runtime
-from worker.pipeline.shards import MERGE_TASK, SHARD_TASK, run_merge, run_shard
+from worker.pipeline.shards import run_merge, run_shard
 
 pytestmark = pytest.mark.slow
 N_POOL, CANDIDATES, BATCH, SEED = 400, 300, 10, 5
@@ -117,9 +118,9 @@ def test_suggestive_annotation_in_one_process_and_in_shards(tmp_path: Path) -> N
             c1, c2 = _start(client, h, one), _start(client, h, many)
             assert run_acquire_cycle(single, c1, sender=rec) == f"queued {BATCH} items"
             assert run_acquire_cycle(sharded, c2, sender=rec) == "scoring in 2 shards"
-            for args in rec.take(SHARD_TASK):
+            for args in rec.take(SCORE_SHARD.name):
                 run_shard(sharded, *args, host="test", sender=rec)
-            [merge] = rec.take(MERGE_TASK)
+            [merge] = rec.take(SCORE_MERGE.name)
             assert run_merge(sharded, *merge) == f"queued {BATCH} items"
             done = client.get(f"/api/v1/projects/{one}/cycles/{c1}", headers=h).json()
             assert done["metrics"]["strategy_used"] == "suggestive"

@@ -111,7 +111,7 @@ def _scores(rt: Runtime, cycle_id: int) -> dict[str, np.ndarray]:
 
 def _seed(rt: Runtime, cycle_id: int) -> int:
     with rt.factory() as db:
-        return int(db.scalar(select(Cycle.seed).where(Cycle.id == cycle_id)))
+        return int(db.scalars(select(Cycle.seed).where(Cycle.id == cycle_id)).one())
 
 
 def test_shards_survive_redelivery_failure_and_retry(tmp_path: Path) -> None:
