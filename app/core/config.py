@@ -217,6 +217,13 @@ class Settings(BaseSettings):
         "another project's cycle that waits for one, and carries on later where it stopped "
         "(same weights as without the pause); 0 = never.",
     )
+    cycle_turn_wait_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds another project's cycle must have waited for a worker before a "
+        "training cycle past its slice pauses for it (a cycle just created may be about to "
+        "start on an idle worker).",
+    )
     cycle_time_limit_s: int = Field(
         6 * 3600,
         ge=1,

@@ -15,15 +15,23 @@ from tests.integration.processes import process, wait_for
 from tests.integration.two_projects import cycle_of, project, setup, start
 
 pytestmark = pytest.mark.slow
-SLICE_S = 2
-LONG_EPOCHS = 40  # 40 labelled items, batches of one: tens of seconds of training
+SLICE_S = 1
+# 40 labelled items, batches of one: ~7 s of training on an idle 2-core machine, minutes at
+# load 10; the pause comes after the first epoch past the slice once the other cycle waits.
+LONG_EPOCHS = 150
 
 
 @pytest.mark.parametrize(("db_backend", "broker"), [("postgres", "redis"), ("sqlite", "embedded")])
 def test_a_long_cycle_gives_way_and_resumes_to_the_same_weights(
     db_backend: str, broker: str, tmp_path: Path
 ) -> None:
-    with setup(db_backend, broker, tmp_path, ANNOLOOP_CYCLE_SLICE_S=str(SLICE_S)) as world:
+    with setup(
+        db_backend,
+        broker,
+        tmp_path,
+        ANNOLOOP_CYCLE_SLICE_S=str(SLICE_S),
+        ANNOLOOP_CYCLE_TURN_WAIT_S="0.5",
+    ) as world:
         client, h, log = world.client, world.h, world.log
         long = project(client, h, "long", epochs=LONG_EPOCHS, labelled=40)
         twin = project(client, h, "twin", epochs=LONG_EPOCHS, labelled=40)
@@ -46,7 +54,7 @@ def test_a_long_cycle_gives_way_and_resumes_to_the_same_weights(
             alone = wait_cycle(client, h, twin, start(client, h, twin), log, timeout=600)
     worker_log = log.read_text(errors="replace")
     assert long_then in ("created", "training"), long_then  # B did not wait for A to finish
-    # Waited: 5 s before a waiting cycle counts, an epoch, B's own short cycle.
+    # Waited: half a second before a waiting cycle counts, an epoch, B's own short cycle.
     assert small_waited < 60, (small_waited, worker_log[-3000:])
     assert "paused after epoch" in worker_log
     assert finished["metrics"]["pauses"] >= 1, finished["metrics"]

@@ -112,7 +112,12 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         # each epoch, and CEAL's second stage, would not survive a pause.
         share = None
         if epoch_callback is None and options_of(inputs.params) is None:
-            share = fair_share.FairShare(rt.factory, inputs.project_id, rt.settings.cycle_slice_s)
+            share = fair_share.FairShare(
+                rt.factory,
+                inputs.project_id,
+                rt.settings.cycle_slice_s,
+                waited_s=rt.settings.cycle_turn_wait_s,
+            )
         try:
             results, pseudo_labels = train_cycle_network(
                 rt,

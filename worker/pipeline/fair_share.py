@@ -4,10 +4,11 @@ project's waiting cycle, then carries on where it stopped.
 A cycle runs on one worker process until it is done, so one project's 1,000-epoch cycle
 would hold a single worker for hours while every other project's cycle waits behind it.
 Instead, after each epoch past its slice (``ANNOLOOP_CYCLE_SLICE_S``), training asks whether
-another project has a cycle that has waited for a worker (state ``created``) for a few
-seconds. If so it pauses: its full training state (``worker.ml.training.TrainState``) goes
-into a blob, the cycle goes back to ``created`` with ``metrics["paused"]`` naming that blob
-and the cycles it gives way to, and its run task is sent again. Brokers do not promise that
+another project has a cycle that has waited for a worker (state ``created``) for
+``ANNOLOOP_CYCLE_TURN_WAIT_S`` (5 s). If so it pauses: its full training state
+(``worker.ml.training.TrainState``) goes into a blob, the cycle goes back to ``created``
+with ``metrics["paused"]`` naming that blob and the cycles it gives way to, and its run
+task is sent again. Brokers do not promise that
 this task comes after the waiting ones (the embedded broker puts a message it handed out and
 took back at the end; a lost send is re-sent by the sweep later), so while one of those is
 still ``created`` the paused cycle's task puts itself off a second at a time (for at most
@@ -44,8 +45,6 @@ from worker.pipeline.snapshot import CycleInputs
 
 log = logging.getLogger(__name__)
 
-# A cycle created this recently may be about to start on an idle worker: no reason to pause.
-WAITED_S = 5.0
 # How often (at most) the database is asked, once the slice is used up.
 CHECK_INTERVAL_S = 1.0
 # How long a paused cycle waits at most for the cycles it gave way to, and how often it looks.
@@ -64,7 +63,7 @@ class FairShare:
         project_id: int,
         slice_s: float,
         *,
-        waited_s: float = WAITED_S,
+        waited_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.factory = factory
