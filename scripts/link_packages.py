@@ -76,8 +76,13 @@ def main(argv: list[str]) -> int:
     dest = dest_venv / relative
     if not dest.is_dir():
         raise SystemExit(f"{dest} is not a site-packages folder of the same Python version")
+    present = {
+        canonicalize_name(d.metadata["Name"]) for d in metadata.distributions(path=[str(dest)])
+    }
     total = 0
-    dists = closure(names, src)
+    # One already there (setuptools, pip of the new venv) is left to pip, which replaces it
+    # with the locked version: linking beside it would leave two versions' files mixed.
+    dists = [d for d in closure(names, src) if canonicalize_name(d.metadata["Name"]) not in present]
     for dist in dists:
         total += link_distribution(dist, src, dest)
     print(f"linked {len(dists)} distributions ({total / 2**30:.2f} GiB) into {dest}")

@@ -387,6 +387,15 @@ class ScoreHistogram(TypedDict):
     selected_scores: list[float]
 
 
+class StrategyOut(TypedDict):
+    """One strategy a project or cycle may name, as ``worker/ml/strategy_params.py`` declares it."""
+
+    name: str
+    kind: ProjectKind
+    params: dict[str, dict[str, Any]]
+    needs: list[str]
+
+
 class TokenCreate(TypedDict):
     label: NotRequired[str | None]
 
