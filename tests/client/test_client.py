@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import zipfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from annoloop.client import (
     Unprocessable,
 )
 from annoloop.client.progress import PlainBar
+from tests.aio import run as run_coroutine
 from tests.client.conftest import Live
 from tests.client.lossy import AsyncLoseAnswers, LoseAnswers
 
@@ -222,7 +222,7 @@ def test_async_client_does_the_same(live: Live) -> None:
             votes = [v async for v in c.iter_annotations(pid, item_id=nxt["item"]["id"])]
         return seen, cycle["batch_size"], len(votes)
 
-    seen, batch, votes = asyncio.run(run())
+    seen, batch, votes = run_coroutine(run())
     assert seen == [f"a{i}" for i in range(7)]
     assert batch == 2
     assert votes == 1

@@ -3,24 +3,15 @@ difference, and a check that could not reach the database is tried again by a re
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from app.core.errors import ServiceUnavailable
 from app.fastpath import functions
 from app.fastpath.check import FunctionCheck
+from tests.aio import run
 
 MD5 = "0" * 32
-T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` in a thread of its own: the browser tests' Playwright, alive for the
-    whole session, keeps an event loop running in the main thread."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def _listed() -> list[tuple[str, str, str | None]]:
@@ -77,7 +68,7 @@ def test_an_unreachable_database_is_asked_again_and_the_orm_serves_meanwhile() -
         states += [check.state, check.serving()]
         return states
 
-    assert _run(scenario()) == ["unchecked", False, "on", True]
+    assert run(scenario()) == ["unchecked", False, "on", True]
 
 
 def test_functions_that_differ_stay_on_the_orm_without_asking_again() -> None:
@@ -89,4 +80,4 @@ def test_functions_that_differ_stay_on_the_orm_without_asking_again() -> None:
         pool.rows = _listed()  # fixed by a migrate: the API must be restarted to see it
         return check.state, check.serving(), check._running is None
 
-    assert _run(scenario()) == ("fallback", False, True)
+    assert run(scenario()) == ("fallback", False, True)
