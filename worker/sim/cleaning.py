@@ -446,6 +446,14 @@ _SELECTOR_CNN = {
     "hparams": {"epochs": 20, "batch_size": 64, "lr": 1e-3},
 }
 
+_CIFAR_FEATURES = DataSource(
+    "cifar10h-features.npz", images="features", counts="counts", standardise=True
+)
+_SELECTOR_HEAD = {
+    "name": "mlp",
+    "hparams": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "hidden_sizes": [256]},
+}
+
 CLEANING_PROTOCOLS: dict[str, CleaningProtocol] = {
     "cifar10h-clean-t2": CleaningProtocol(
         name="cifar10h-clean-t2", data=_CIFAR, temperature=2.0, model=_SELECTOR_CNN
@@ -453,6 +461,18 @@ CLEANING_PROTOCOLS: dict[str, CleaningProtocol] = {
     "cifar10h-clean-t10": CleaningProtocol(
         name="cifar10h-clean-t10", data=_CIFAR, temperature=10.0, model=_SELECTOR_CNN
     ),
+    # The selector on unsupervised features of the images (``python -m worker.sim.features``
+    # writes the file; pass it with --data): an MLP head on them, as a project with a frozen
+    # pretrained backbone trains one. The input width comes from the file.
+    **{
+        f"cifar10h-clean-t{t}-features": CleaningProtocol(
+            name=f"cifar10h-clean-t{t}-features",
+            data=_CIFAR_FEATURES,
+            temperature=float(t),
+            model=_SELECTOR_HEAD,
+        )
+        for t in (2, 10)
+    },
     # CI: seconds per selector on 2 cores; see tests/sim/test_cleaning_sanity.py for margins.
     "cifar10h-clean-fast": CleaningProtocol(
         name="cifar10h-clean-fast",

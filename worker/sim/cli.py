@@ -42,7 +42,7 @@ from worker.sim.cleaning import (
 from worker.sim.direct import run_direct
 from worker.sim.mixed import MIXED_PROTOCOLS, main_mixed
 from worker.sim.music import MUSIC, MUSIC_PROTOCOLS
-from worker.sim.protocol import PROTOCOLS, Protocol, data_path, load_arrays
+from worker.sim.protocol import PROTOCOLS, Arrays, Protocol, data_path, load_arrays
 from worker.sim.record import RunRecord
 from worker.sim.report import curves, plot, write_json
 
@@ -190,6 +190,14 @@ def cleaning_protocol_from(args: argparse.Namespace) -> CleaningProtocol:
     return proto.with_overrides(selectors=args.strategies, seeds=args.seeds, data=data)
 
 
+def with_input_shape(proto: CleaningProtocol, arrays: Arrays) -> CleaningProtocol:
+    """A protocol whose model leaves ``input_shape`` out reads it from the data (a features
+    file's width)."""
+    if "input_shape" in proto.model:
+        return proto
+    return replace(proto, model={**proto.model, "input_shape": list(arrays.images.shape[1:])})
+
+
 def write_cleaning(
     runs: Sequence[CleaningRun], meta: dict[str, object], out: Path
 ) -> dict[str, object]:
@@ -212,6 +220,7 @@ def main_cleaning(args: argparse.Namespace) -> int:
     proto = cleaning_protocol_from(args)
     args.out.mkdir(parents=True, exist_ok=True)
     arrays = load_arrays(proto.data)
+    proto = with_input_shape(proto, arrays)
     meta: dict[str, object] = {
         "protocol": proto.name,
         "kind": "label cleaning",
