@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from worker.sim.adaptive import ADAPTIVE_PROTOCOLS, main_adaptive
 from worker.sim.api import Server, local_server, run_api
@@ -52,6 +53,9 @@ AGGREGATION = "music-aggregation"
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v)
+
+
+P = TypeVar("P", Protocol, CleaningProtocol)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -148,6 +152,7 @@ def main(argv: Sequence[str]) -> int:
     proto = protocol_from(args)
     args.out.mkdir(parents=True, exist_ok=True)
     arrays = load_arrays(proto.data)
+    proto = with_input_shape(proto, arrays)
     runs, earlier_s = _earlier_runs(args.out / "results.json", proto) if args.resume else ([], 0.0)
     done = {(r.strategy, r.seed) for r in runs}
     t0 = time.perf_counter() - earlier_s  # wall_s counts the earlier process's time too
@@ -190,12 +195,13 @@ def cleaning_protocol_from(args: argparse.Namespace) -> CleaningProtocol:
     return proto.with_overrides(selectors=args.strategies, seeds=args.seeds, data=data)
 
 
-def with_input_shape(proto: CleaningProtocol, arrays: Arrays) -> CleaningProtocol:
+def with_input_shape(proto: P, arrays: Arrays) -> P:
     """A protocol whose model leaves ``input_shape`` out reads it from the data (a features
     file's width)."""
     if "input_shape" in proto.model:
         return proto
-    return replace(proto, model={**proto.model, "input_shape": list(arrays.images.shape[1:])})
+    shape = list(arrays.images.shape[1:])
+    return replace(proto, model={**proto.model, "input_shape": shape})
 
 
 def write_cleaning(

@@ -3,8 +3,9 @@
     python -m worker.sim.features --data ../shared/data/cifar10h.npz --method kmeans \\
         --out cifar10h-kmeans.npz
 
-The encoder is fitted on every image of the file with no label read (the pool, as a
-project's pretraining run sees it), then every image is encoded. The output holds
+The encoder is fitted with no label read on every image of the file, or with ``--pool-of
+PROTOCOL`` on that acquisition protocol's pool rows only (so no test image shapes it), as a
+project's pretraining run sees its pool; then every image is encoded. The output holds
 ``features`` (N, F) float32 in the file's row order and the file's ``labels``/``counts``
 copied, so a protocol reads it as it reads the original (``--data OUT``).
 """
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from worker.ml import patch_kmeans
-from worker.sim.protocol import data_path
+from worker.sim.protocol import PROTOCOLS, data_path, split
 
 METHODS = ("kmeans",)
 
@@ -39,19 +40,23 @@ def embed(
     method: str,
     seed: int,
     config: patch_kmeans.PatchKMeansConfig | None = None,
+    fit_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, object]]:
-    """(N, C, H, W) -> features (N, F) float32 and what produced them."""
+    """(N, C, H, W) -> features (N, F) float32 and what produced them; the encoder is fitted
+    on ``fit_rows`` (default: all)."""
     if method != "kmeans":
         raise ValueError(f"unknown method {method!r}; choose from {list(METHODS)}")
     config = config or patch_kmeans.PatchKMeansConfig()
     t0 = time.perf_counter()
-    encoder = patch_kmeans.fit(images, config, seed)
+    fit_on = images if fit_rows is None else images[torch.from_numpy(fit_rows)]
+    encoder = patch_kmeans.fit(fit_on, config, seed)
     fit_s = time.perf_counter() - t0
     feats = patch_kmeans.encode(encoder, images).numpy()
     meta = {
         "method": method,
         "config": config.to_dict(),
         "seed": seed,
+        "fitted_on": len(fit_on),
         "fit_s": fit_s,
         "encode_s": time.perf_counter() - t0 - fit_s,
     }
@@ -65,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--centroids", type=int, default=patch_kmeans.PatchKMeansConfig.centroids)
     p.add_argument("--patches", type=int, default=patch_kmeans.PatchKMeansConfig.patches)
+    p.add_argument("--pool-of", choices=sorted(PROTOCOLS), default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -73,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with np.load(data_path(args.data)) as npz:
         data = {k: npz[k] for k in npz.files}
     config = patch_kmeans.PatchKMeansConfig(centroids=args.centroids, patches=args.patches)
-    feats, meta = embed(images_of(data), args.method, args.seed, config)
+    rows = None
+    if args.pool_of:
+        rows, _ = split(PROTOCOLS[args.pool_of], len(data["images"]))
+    feats, meta = embed(images_of(data), args.method, args.seed, config, rows)
     kept = {k: v for k, v in data.items() if k not in ("images",)}
     np.savez(args.out, features=feats, meta=np.array(json.dumps(meta)), **kept)
     print(json.dumps({**meta, "features": list(feats.shape)}))

@@ -145,9 +145,7 @@ def setup(protocol: Protocol, seed: int, arrays: Arrays | None = None) -> Setup:
     n = len(arrays.labels)
     if protocol.pool_size + protocol.test_size > n:
         raise ValueError(f"{protocol.name}: pool + test exceed the {n} items of the data file")
-    perm = np.random.default_rng(protocol.split_seed).permutation(n)
-    pool = np.sort(perm[: protocol.pool_size])
-    test = np.sort(perm[protocol.pool_size : protocol.pool_size + protocol.test_size])
+    pool, test = split(protocol, n)
     rng = np.random.default_rng([seed, 1])  # keyed by the run seed, apart from cycle seeds
     initial = []
     for c in range(protocol.num_classes):
@@ -155,6 +153,13 @@ def setup(protocol: Protocol, seed: int, arrays: Arrays | None = None) -> Setup:
         take = min(protocol.initial_per_class, len(members))
         initial.extend(rng.choice(members, size=take, replace=False).tolist())
     return Setup(pool, test, np.sort(np.asarray(initial, dtype=np.int64)), arrays)
+
+
+def split(protocol: Protocol, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool rows, test rows), each sorted, of a data file of ``n`` items."""
+    perm = np.random.default_rng(protocol.split_seed).permutation(n)
+    pool = np.sort(perm[: protocol.pool_size])
+    return pool, np.sort(perm[protocol.pool_size : protocol.pool_size + protocol.test_size])
 
 
 def cycle_seed(seed: int, cycle: int) -> int:
@@ -188,6 +193,23 @@ PROTOCOLS: dict[str, Protocol] = {
             "entropy_gradnorm",
             "dispersion",
         ),
+        seeds=(0, 1, 2),
+    ),
+    # The same on unsupervised features of the digits (``python -m worker.sim.features --pool-of
+    # mnist`` fits them on the pool's images only): an MLP head, as on a frozen backbone. The
+    # input width comes from the file.
+    "mnist-features": Protocol(
+        name="mnist-features",
+        data=DataSource("mnist10k-features.npz", images="features", standardise=True),
+        pool_size=8000,
+        test_size=2000,
+        split_seed=0,
+        initial_per_class=2,
+        batch_size=20,
+        cycles=10,
+        model={"name": "mlp", "hparams": {"epochs": 50, "batch_size": 96, "lr": 1e-3}},
+        candidates=1000,
+        strategies=("random", "margin", "noise_stability", "dispersion", "typiclust"),
         seeds=(0, 1, 2),
     ),
     # Minutes on a laptop CPU: the package's demo digits, a few short cycles.
