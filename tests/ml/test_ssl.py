@@ -57,9 +57,12 @@ def test_views_come_from_the_generator_alone(shape: tuple[int, ...]) -> None:
     a = augment(x, torch.Generator().manual_seed(5))
     b = augment(x, torch.Generator().manual_seed(5))
     c = augment(x, torch.Generator().manual_seed(6))
-    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
     if len(shape) == 4:
-        assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+        assert float(a.min()) >= 0.0
+        assert float(a.max()) <= 1.0
 
 
 def _images(n: int = 16, side: int = 16) -> ArrayDataset:
@@ -88,7 +91,8 @@ def test_same_seed_same_weights_and_the_encoder_learns() -> None:
         encoder, dim = _encoder()
         runs.append(pretrain(encoder, dim, _images(), CONFIG))
     assert _same(runs[0].encoder, runs[1].encoder)
-    assert runs[0].losses == runs[1].losses and len(runs[0].losses) == 3
+    assert runs[0].losses == runs[1].losses
+    assert len(runs[0].losses) == 3
     first, _ = _encoder()
     assert not _same(runs[0].encoder, first.state_dict())
 
@@ -104,8 +108,8 @@ def test_resume_after_an_epoch_is_bit_identical() -> None:
         if state.epochs_done == 1:
             raise KeyboardInterrupt("worker killed")
 
+    encoder, dim = _encoder()
     with pytest.raises(KeyboardInterrupt):
-        encoder, dim = _encoder()
         pretrain(encoder, dim, _images(), CONFIG, on_epoch=die_after_first)
     # A fresh process: new encoder object, state read back from bytes.
     encoder, dim = _encoder()
@@ -120,7 +124,8 @@ def test_resume_after_an_epoch_is_bit_identical() -> None:
     )
     assert progress == [2, 3]
     assert resumed.losses == whole.losses
-    assert _same(resumed.encoder, whole.encoder) and _same(resumed.projector, whole.projector)
+    assert _same(resumed.encoder, whole.encoder)
+    assert _same(resumed.projector, whole.projector)
     assert _same(encoder_state(resumed.to_bytes()), whole.encoder)
 
 
@@ -129,7 +134,8 @@ def test_feature_vectors_pretrain_an_mlp() -> None:
     model = build_model(spec, seed=0)
     x = torch.randn(9, 10, generator=torch.Generator().manual_seed(2))
     state = pretrain(model.body, model.feature_dim, ArrayDataset(x.numpy()), CONFIG)
-    assert len(state.losses) == 3 and all(math.isfinite(v) for v in state.losses)
+    assert len(state.losses) == 3
+    assert all(math.isfinite(v) for v in state.losses)
     model.body.load_state_dict(state.encoder)  # loads into the cycle's ``features``
 
 
