@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import cast
 
 import numpy as np
 import torch
@@ -53,5 +54,5 @@ def start_from_pretraining(rt: Runtime, model: torch.nn.Module, inputs: CycleInp
     from worker.ml.ssl import encoder_state
 
     classifier = getattr(model, "backbone", model)  # LossNetClassifier wraps a Classifier
-    body: torch.nn.Module = classifier.body
+    body = cast(torch.nn.Module, classifier.body)
     body.load_state_dict(encoder_state(rt.blobs.get(inputs.init_checkpoint)))
