@@ -131,6 +131,8 @@ def test_a_worker_killed_mid_run_resumes_bit_identically(tmp_path: Path, backend
             second_log = tmp_path / "worker-2.log"
             with process(["worker"], env, second_log):
                 resumed = _wait_run(client, h, pid, killed_id, second_log)
+                # From the last checkpoint, not from scratch (which would end the same).
+                assert f"pretraining {killed_id} resumes after epoch" in second_log.read_text()
                 # The same run again, never interrupted.
                 whole_id = client.post(url, json=body, headers=h).json()["id"]
                 whole = _wait_run(client, h, pid, whole_id, second_log)
