@@ -35,22 +35,31 @@ from worker.ml.ssl import encoder_state
 pytestmark = pytest.mark.slow
 
 
-def _project(client: TestClient, h: dict[str, str], n_pool: int, side: int) -> int:
+def _project(
+    client: TestClient, h: dict[str, str], n_pool: int, side: int, clean: bool = False
+) -> int:
+    """Acquisition: 4 labelled pool items and 4 test items. Cleaning: every pool item has a
+    (noisy) label and 2 cross-fitted fold models rank them."""
     spec = {
         "name": "small_cnn",
         "input_shape": [1, side, side],
         "hparams": {"epochs": 1, "batch_size": 8, "init": "pretraining"},
     }
-    body = {"name": "ssl", "classes": ["a", "b"], "model_spec": spec, "batch_size": 2}
+    body: dict[str, Any] = {"name": "ssl", "classes": ["a", "b"], "model_spec": spec}
+    body |= {"batch_size": 2}
+    if clean:
+        body |= {"name": "ssl-clean", "kind": "clean", "crossfit_folds": 2}
+        body |= {"relabel_budget": 4, "strategy": "ce_minus_entropy"}
     r = client.post("/api/v1/projects", json=body, headers=h)
     assert r.status_code == 201, r.text
     pid = int(r.json()["id"])
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n_pool + 4, side, side), dtype=np.uint8)
     upload_npz(client, h, pid, images, ["pool"] * n_pool + ["test"] * 4)
+    labelled = range(n_pool) if clean else [0, 1, 2, 3]
     votes = [
         {"external_id": f"m{k}", "annotator": "seed", "class_index": k % 2}
-        for k in [0, 1, 2, 3, *range(n_pool, n_pool + 4)]
+        for k in [*labelled, *range(n_pool, n_pool + 4)]
     ]
     r = client.post(f"/api/v1/projects/{pid}/annotations:import", json=votes, headers=h)
     assert r.is_success, r.text
@@ -72,6 +81,18 @@ def _blobs(settings: Settings) -> BlobStore:
     return open_blob_store(settings)
 
 
+def _pretrain_then_cycle(
+    client: TestClient, h: dict[str, str], pid: int, log: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    body = {"epochs": 2, "batch_size": 8, "seed": 3}
+    r = client.post(f"/api/v1/projects/{pid}/pretraining", json=body, headers=h)
+    assert r.status_code == 202, r.text
+    run = _wait_run(client, h, pid, r.json()["id"], log)
+    r = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
+    assert r.status_code == 202, r.text
+    return run, wait_cycle(client, h, pid, r.json()["id"], log, timeout=180)
+
+
 def test_pretrain_two_epochs_then_a_cycle_starts_from_it(tmp_path: Path) -> None:
     with fresh_database("sqlite", tmp_path) as db_url:
         settings = settings_for("sqlite", db_url, tmp_path / "data")
@@ -81,15 +102,16 @@ def test_pretrain_two_epochs_then_a_cycle_starts_from_it(tmp_path: Path) -> None
         log = tmp_path / "worker.log"
         with TestClient(create_app(settings, engine=engine)) as client:
             pid = _project(client, h, n_pool=16, side=16)
-            body = {"epochs": 2, "batch_size": 8, "seed": 3}
-            r = client.post(f"/api/v1/projects/{pid}/pretraining", json=body, headers=h)
-            assert r.status_code == 202, r.text
+            clean_pid = _project(client, h, n_pool=16, side=16, clean=True)
             with process(["worker"], worker_env(settings), log):
-                run = _wait_run(client, h, pid, r.json()["id"], log)
-                r = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
-                assert r.status_code == 202, r.text
-                cycle = wait_cycle(client, h, pid, r.json()["id"], log, timeout=180)
+                run, cycle = _pretrain_then_cycle(client, h, pid, log)
+                clean_run, clean_cycle = _pretrain_then_cycle(client, h, clean_pid, log)
         engine.dispose()
+    # The cleaning cycle's model (it trains on every label) and its two fold models (they
+    # score held-out items) all started from its project's run.
+    assert clean_cycle["pretraining_sha256"] == clean_run["checkpoint_sha256"]
+    started = f"cycle {clean_cycle['id']} starts features from pretraining"
+    assert log.read_text().count(started) == 3
     assert (run["epochs_done"], run["epochs"], run["items"], run["attempts"]) == (2, 2, 16, 1)
     assert len(run["losses"]) == 2
     assert run["last_loss"] == run["losses"][-1]

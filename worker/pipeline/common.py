@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from typing import cast
 
 import numpy as np
@@ -14,6 +15,7 @@ from worker.pipeline.datasets import CachedItemDataset, EmbeddingDataset, ItemDa
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.snapshot import CycleInputs, ItemRefs
 
+log = logging.getLogger(__name__)
 SCORE_BATCH = 256
 # With the tensor cache off, a frozen backbone's embeddings still go through one this big.
 EMBEDDINGS_ONLY_BYTES = 1024**3
@@ -53,6 +55,9 @@ def start_from_pretraining(rt: Runtime, model: torch.nn.Module, inputs: CycleInp
         return
     from worker.ml.ssl import encoder_state
 
+    log.info(
+        "cycle %s starts features from pretraining %s", inputs.cycle_id, inputs.init_checkpoint
+    )
     classifier = getattr(model, "backbone", model)  # LossNetClassifier wraps a Classifier
     body = cast(torch.nn.Module, classifier.body)
     body.load_state_dict(encoder_state(rt.blobs.get(inputs.init_checkpoint)))
