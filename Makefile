@@ -61,7 +61,7 @@ browser:
 	sh scripts/ensure_chromium.sh
 
 test: lint browser runtime
-	ANNOLOOP_TEST_RUNTIME_PYTHON=$(abspath $(BARE))/bin/python $(BIN)/pytest
+	ANNOLOOP_TEST_RUNTIME_PYTHON=$(abspath $(BARE))/bin/python $(BIN)/pytest --durations=25
 
 # The inner loop, a few minutes: no slow tests, no browser, SQLite only (tests marked redis
 # still want Redis). `make test`, which CI runs, runs everything.

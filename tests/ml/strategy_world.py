@@ -30,6 +30,8 @@ SMALL_PARAMS: dict[str, dict[str, object]] = {
     "ensemble_mutual_information": {"members": 3},
     "discriminative": {"mini_queries": 3, "max_epochs": 5},
     "emoc": {"reference": 40},
+    "vaal": {"epochs": 2, "width": 2, "latent_dim": 4, "batch_size": 16},
+    "bgadl": {"mc_samples": 5},
 }
 
 

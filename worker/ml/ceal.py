@@ -48,6 +48,8 @@ from worker.ml.training import (
 )
 
 PseudoDatasetFactory = Callable[[np.ndarray, np.ndarray], Dataset[Any]]
+# Extra training items generated from the labelled ones (BGADL), or None for none.
+Augment = Callable[[Dataset[Any]], Dataset[Any] | None]
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def fit(
     objective: Objective | None = None,
     pause: PauseCheck | None = None,
     resume: TrainState | None = None,
+    augment: Augment | None = None,
 ) -> tuple[list[TrainResult], PseudoLabels | None]:
     """Train ``model`` in place for a cycle, with CEAL when ``options`` is set.
 
@@ -135,7 +138,12 @@ def fit(
     targets (K, C))`` builds the ``(x, target)`` Dataset of those candidates. Returns the
     training results (one, or two with CEAL's second stage) and the pseudo-labels (None
     without CEAL). ``objective``: the strategy's training loss, for both stages.
-    ``pause``/``resume``: as ``train``'s, for the first stage."""
+    ``pause``/``resume``: as ``train``'s, for the first stage. ``augment``: builds extra
+    ``(x, target)`` items from the labelled Dataset (BGADL's generated samples), trained on
+    with the labelled items in both stages."""
+    extra_items = augment(labelled) if augment is not None else None
+    if extra_items is not None and len(extra_items):  # type: ignore[arg-type]
+        labelled = _Joined(labelled, extra_items)
     first = train(
         model,
         labelled,

@@ -37,6 +37,7 @@ MAX_CEAL_DELTA = 100.0  # nats: above log C for any class count a project can ha
 MAX_ROUNDS = 1_000
 MAX_EPOCHS = 10_000
 MAX_CLUSTERS = 100_000  # the project's seed column is a 32-bit INTEGER on Postgres
+MAX_VAAL_EPOCHS = 1_000  # each one a pass of a VAE over the items
 
 # Strict: JSON "5", 5.0 or true is not an int here, as the constructors would not take it.
 _STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -165,6 +166,55 @@ class DiscriminativeParams(AcquisitionParams):
     )
 
 
+class VaalParams(AcquisitionParams):
+    """VAAL (``worker/ml/vaal.py``); defaults are sinhasam/vaal's ``arguments.py`` except
+    ``epochs`` (100 there) and ``width`` (128 there), scaled for CPU workers."""
+
+    latent_dim: int = Field(32, ge=1, le=1024, description="VAE latent dimension.")
+    beta: float = Field(
+        1.0, ge=0.0, le=1000.0, allow_inf_nan=False, description="Weight of the VAE's KL term."
+    )
+    adversary_param: float = Field(
+        1.0,
+        ge=0.0,
+        le=1000.0,
+        allow_inf_nan=False,
+        description="Weight of the VAE's adversarial term (lambda2 in the paper).",
+    )
+    vae_steps: int = Field(2, ge=1, le=10, description="VAE steps per iteration.")
+    adversary_steps: int = Field(1, ge=1, le=10, description="Discriminator steps per iteration.")
+    lr: float = Field(
+        5e-4, gt=0.0, le=1.0, allow_inf_nan=False, description="Adam lr, VAE and discriminator."
+    )
+    batch_size: int = Field(128, ge=2, le=4096, description="Items per batch, each side.")
+    epochs: int = Field(
+        10,
+        ge=1,
+        le=MAX_VAAL_EPOCHS,
+        description="Passes over labelled + unlabelled items (official 100).",
+    )
+    width: int = Field(16, ge=1, le=128, description="VAE channels w, 2w, 4w, 8w (official 128).")
+
+
+class BgadlParams(BaldParams):
+    """BGADL (``worker/ml/bgadl.py``): BALD's acquisition, and a conditional VAE (the official
+    VAE-ACGAN's encoder and generator) trained on the labelled items each cycle, whose
+    reconstructions join the training set with their items' labels. Defaults: toantm/BGADL."""
+
+    latent_dim: int = Field(100, ge=1, le=1024, description="Encoder latent dimension.")
+    epochs: int = Field(
+        50, ge=1, le=MAX_VAAL_EPOCHS, description="Generator epochs over the labelled items."
+    )
+    batch_size: int = Field(100, ge=2, le=4096, description="Generator batch size.")
+    lr: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        allow_inf_nan=False,
+        description="Adadelta lr (halved every 8 epochs).",
+    )
+
+
 class CleaningParams(BaseModel):
     """A cleaning cycle's held-out scoring; the cleaning scores themselves take nothing."""
 
@@ -236,6 +286,8 @@ ACQUISITION: dict[str, type[AcquisitionParams]] = {
     "discriminative": DiscriminativeParams,
     "typiclust": TypiClustParams,
     "probcover": ProbCoverParams,
+    "vaal": VaalParams,
+    "bgadl": BgadlParams,
 }
 CLEANING: dict[str, type[CleaningParams]] = dict.fromkeys(
     ("ce_minus_entropy", "joint", "random", "activelab"), CleaningParams
@@ -272,7 +324,25 @@ LOSS_MODULE = Need(
     lambda spec: spec.get("name") in ("small_cnn", "resnet18"),
 )
 
-NEEDS: dict[str, tuple[Need, ...]] = {"bald": (DROPOUT,), "learning_loss": (LOSS_MODULE,)}
+
+def _images(spec: Mapping[str, Any]) -> bool:
+    shape = spec.get("input_shape") or ()
+    frozen = spec.get("name") == "pretrained" and (spec.get("hparams") or {}).get("frozen", True)
+    return len(shape) == 3 and not frozen
+
+
+IMAGE_INPUT = Need(
+    "image_input",
+    "image items the network reads as they are, input_shape (C, H, W), to generate new ones "
+    "from (not mlp feature vectors nor a frozen backbone's embeddings)",
+    _images,
+)
+
+NEEDS: dict[str, tuple[Need, ...]] = {
+    "bald": (DROPOUT,),
+    "learning_loss": (LOSS_MODULE,),
+    "bgadl": (DROPOUT, IMAGE_INPUT),
+}
 
 
 class ParamsError(ValueError):

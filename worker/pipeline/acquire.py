@@ -23,7 +23,7 @@ from worker.ml.device import resolve_device
 from worker.ml.ensemble import ensemble_size
 from worker.ml.evaluation import evaluate
 from worker.ml.models import Classifier
-from worker.ml.networks import build_network, objective_for
+from worker.ml.networks import augmentation_for, build_network, objective_for
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
@@ -35,7 +35,7 @@ from worker.pipeline.common import (
     start_from_pretraining,
     state_bytes,
 )
-from worker.pipeline.pseudo import train_cycle_network
+from worker.pipeline.pseudo import record_generated, train_cycle_network
 from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
 from worker.pipeline.snapshot import CycleInputs
@@ -114,10 +114,12 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         # candidate subset of a large pool, recording the whole pool every epoch is the cost.
         cand = strategy.candidate_indices(len(pool), inputs.seed)
         epoch_callback = strategy.epoch_callback(pool if cand is None else pool.subset(cand))
+        # BGADL's generated samples, trained on with the labelled items.
+        augmenter = augmentation_for(strategy, inputs.seed, device)
         # Only a plain training pauses for another project's cycle: what dispersion records
-        # each epoch, and CEAL's second stage, would not survive a pause.
+        # each epoch, CEAL's second stage and BGADL's generator would not survive a pause.
         share = None
-        if epoch_callback is None and options_of(inputs.params) is None:
+        if epoch_callback is None and options_of(inputs.params) is None and augmenter is None:
             share = fair_share.FairShare(
                 rt.factory,
                 inputs.project_id,
@@ -137,6 +139,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
                 objective=objective_for(strategy, TrainConfig.from_hparams(spec.hparams)),
                 pause=share,
                 resume=resume if share is not None else None,
+                augment=augmenter,
             )
         except TrainingPaused as stop:
             assert share is not None  # only a FairShare pauses
@@ -161,6 +164,9 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
         metrics["train_loss"] = results[-1].losses[-1]
         if pseudo_labels is not None:
             metrics["pseudo_labels"] = pseudo_labels
+        generated = None if augmenter is None else record_generated(rt, inputs, augmenter)
+        if generated is not None:
+            metrics["generated"] = generated
         checkpoint = rt.blobs.put(state_bytes(model))
         t0 = time.perf_counter()
         if len(inputs.test):

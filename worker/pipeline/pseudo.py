@@ -4,7 +4,9 @@
 labelled items, pseudo-label the confident candidates, fine-tune on both. The pseudo-labels
 are stored as an artefact blob (item ids, classes, entropies, the threshold) and summarised on
 the cycle (``metrics["pseudo_labels"]``, or per member for an ensemble); they are never written
-as annotations, so they never count as votes, labels or spent budget.
+as annotations, so they never count as votes, labels or spent budget. BGADL's generated samples
+(``worker.ml.bgadl``) take the same path: trained on with the labelled items, stored as a blob
+and summarised in ``metrics["generated"]``, never items of the pool.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.ml.ceal import fit, options_of, record
+from worker.ml import bgadl
+from worker.ml.ceal import Augment, fit, options_of, record
 from worker.ml.data import PoolSource
 from worker.ml.spec import ModelSpec
 from worker.ml.training import (
@@ -46,11 +49,13 @@ def train_cycle_network(
     objective: Objective | None = None,
     pause: PauseCheck | None = None,
     resume: TrainState | None = None,
+    augment: Augment | None = None,
 ) -> tuple[list[TrainResult], dict[str, Any] | None]:
     """Train ``model`` in place on the cycle's labelled items (with CEAL if asked); returns
     the training results and the pseudo-label summary (None without CEAL).
     ``candidates``: the cycle's unlabelled candidates, in ``inputs.candidates`` order.
-    ``pause``/``resume``: as ``train``'s, for the first (or only) stage."""
+    ``pause``/``resume``: as ``train``'s, for the first (or only) stage. ``augment``: BGADL's
+    generator of extra training items (record them with ``record_generated``)."""
     spec = ModelSpec.from_dict(inputs.model_spec)
     labelled = watch.guard(dataset_of(rt, inputs.labelled, spec, inputs.training_targets()))
 
@@ -77,6 +82,7 @@ def train_cycle_network(
         objective=objective,
         pause=pause,
         resume=resume,
+        augment=augment,
     )
     if pseudo is None:
         return results, None
@@ -86,5 +92,26 @@ def train_cycle_network(
         "delta": pseudo.delta,
         "count": len(pseudo),
         "per_class": np.bincount(pseudo.classes, minlength=int(inputs.counts.shape[1])).tolist(),
+        "sha256": rt.blobs.put(buf.getvalue()),
+    }
+
+
+def record_generated(
+    rt: Runtime, inputs: CycleInputs, augmenter: bgadl.Augmenter
+) -> dict[str, Any] | None:
+    """Store a cycle's generated samples (BGADL) as a blob: the generated inputs with their
+    source items' ids and targets; returns the summary for ``metrics["generated"]`` (None when
+    nothing was generated). They are training data of this cycle only, never pool items."""
+    generated = augmenter.generated
+    if generated is None:
+        return None
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **bgadl.record(generated, np.asarray(inputs.labelled.ids)))  # type: ignore[arg-type]
+    return {
+        "count": len(generated),
+        "per_class": np.bincount(
+            generated.targets.argmax(axis=1), minlength=int(inputs.counts.shape[1])
+        ).tolist(),
+        "losses": {"encoder": generated.losses[0], "generator": generated.losses[1]},
         "sha256": rt.blobs.put(buf.getvalue()),
     }

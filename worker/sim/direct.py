@@ -20,7 +20,7 @@ from worker.ml.device import resolve_device
 from worker.ml.ensemble import EnsembleModel, ensemble_size, member_seed
 from worker.ml.evaluation import evaluate
 from worker.ml.models import Classifier, build_model
-from worker.ml.networks import build_network, objective_for
+from worker.ml.networks import augmentation_for, build_network, objective_for
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.training import TrainConfig
@@ -95,8 +95,13 @@ def run_direct(
             # less work.
             cand = strategy.candidate_indices(len(candidates), cseed)
             cb = strategy.epoch_callback(pool if cand is None else pool.subset(cand))
-            _, pseudo = fit_cycle(model, seed=cseed, epoch_callback=cb)
+            # BGADL: samples generated from the labelled items join the training set.
+            augmenter = augmentation_for(strategy, cseed, device)
+            _, pseudo = fit_cycle(model, seed=cseed, epoch_callback=cb, augment=augmenter)
             pseudo_labels = 0 if pseudo is None else len(pseudo)
+            if augmenter is not None:
+                generated = augmenter.generated
+                timings["generated"] = float(0 if generated is None else len(generated))
         timings["train_s"] = time.perf_counter() - t0
         if ceal is not None:
             timings["pseudo_labels"] = float(pseudo_labels)

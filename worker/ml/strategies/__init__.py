@@ -6,6 +6,7 @@ Importing this package registers every built-in strategy.
 # Imported for their side effect: each module registers its strategies.
 from worker.ml.strategies import (  # noqa: F401
     bald,
+    bgadl,
     discriminative,
     diversity,
     kernel_based,
@@ -14,6 +15,7 @@ from worker.ml.strategies import (  # noqa: F401
     qbc,
     representative,
     uncertainty,
+    vaal,
 )
 from worker.ml.strategies.base import (
     ScoringContext,

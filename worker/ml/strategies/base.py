@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from worker.ml.data import PoolSource
+from worker.ml.evaluation import predict_features_and_proba
 from worker.ml.models import Classifier
 from worker.ml.strategies.positional_rng import positional_uniform64
 
@@ -241,6 +242,24 @@ def param_defaults(cls: type[Strategy]) -> dict[str, Any]:
         for p in sig.parameters.values()
         if p.name != "self" and p.kind.name != "VAR_KEYWORD"
     }
+
+
+class PenultimateFeatures(Strategy):
+    """A strategy whose arrays are the model's penultimate features.
+
+    compute -> {"features": (N, F) float32}; compute_labelled -> {"features": (M, F)}, or {}
+    when nothing is labelled (the choice then starts from no centers).
+    """
+
+    def compute(self, ctx: ScoringContext) -> Arrays:
+        feats, _ = predict_features_and_proba(ctx.model, ctx.pool, ctx.device)
+        return {"features": feats.numpy()}
+
+    def compute_labelled(self, ctx: ScoringContext) -> Arrays:
+        if ctx.labelled is None or len(ctx.labelled) == 0:
+            return {}
+        feats, _ = predict_features_and_proba(ctx.model, ctx.labelled, ctx.device)
+        return {"features": feats.numpy()}
 
 
 def merge_shards(parts: Sequence[Mapping[str, np.ndarray]]) -> Arrays:

@@ -19,12 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worker.ml.evaluation import predict_features_and_proba
 from worker.ml.strategies.base import (
-    Arrays,
-    ScoringContext,
+    PenultimateFeatures,
     Selection,
-    Strategy,
     check_budget,
     finalise,
     pool_size,
@@ -38,7 +35,7 @@ BATCH = 128
 
 
 @register("discriminative")
-class DiscriminativeAL(Strategy):
+class DiscriminativeAL(PenultimateFeatures):
     """compute -> {"features": (N, F)}; compute_labelled -> {"features": (M, F)};
     choose -> ``mini_queries`` rounds of labelled-vs-unlabelled classification."""
 
@@ -71,16 +68,6 @@ class DiscriminativeAL(Strategy):
         self.mini_queries = mini_queries
         self.unlabelled_ratio = unlabelled_ratio
         self.max_epochs = max_epochs
-
-    def compute(self, ctx: ScoringContext) -> Arrays:
-        feats, _ = predict_features_and_proba(ctx.model, ctx.pool, ctx.device)
-        return {"features": feats.numpy()}
-
-    def compute_labelled(self, ctx: ScoringContext) -> Arrays:
-        if ctx.labelled is None or len(ctx.labelled) == 0:
-            return {}
-        feats, _ = predict_features_and_proba(ctx.model, ctx.labelled, ctx.device)
-        return {"features": feats.numpy()}
 
     def choose(
         self,

@@ -16,6 +16,7 @@ from worker.ml.evaluation import predict_features_and_proba
 from worker.ml.kernels.kcenter import greedy_k_center_with_distances
 from worker.ml.strategies.base import (
     Arrays,
+    PenultimateFeatures,
     ScoringContext,
     Selection,
     Strategy,
@@ -40,7 +41,7 @@ class DeviceChoiceStrategy(Strategy):
 
 
 @register("coreset")
-class CoreSet(DeviceChoiceStrategy):
+class CoreSet(PenultimateFeatures, DeviceChoiceStrategy):
     """compute -> {"features": (N, F) float32}; compute_labelled -> {"features": (M, F)};
     choose -> greedy k-center over the pool started from the labelled features (or, with no
     labelled items, from the origin)."""
@@ -54,16 +55,6 @@ class CoreSet(DeviceChoiceStrategy):
 
     def __init__(self, *, candidates: int | None = None) -> None:
         super().__init__(candidates=candidates)
-
-    def compute(self, ctx: ScoringContext) -> Arrays:
-        feats, _ = predict_features_and_proba(ctx.model, ctx.pool, ctx.device)
-        return {"features": feats.numpy()}
-
-    def compute_labelled(self, ctx: ScoringContext) -> Arrays:
-        if ctx.labelled is None or len(ctx.labelled) == 0:
-            return {}
-        feats, _ = predict_features_and_proba(ctx.model, ctx.labelled, ctx.device)
-        return {"features": feats.numpy()}
 
     def choose(
         self,

@@ -26,6 +26,7 @@ from worker.ml.kernels.kmeans import kmeans, squared_distances
 from worker.ml.models import Classifier
 from worker.ml.strategies.base import (
     Arrays,
+    PenultimateFeatures,
     ScoringContext,
     Selection,
     Strategy,
@@ -354,7 +355,7 @@ def probcover_pick(
 
 
 @register("suggestive")
-class SuggestiveAnnotation(Strategy):
+class SuggestiveAnnotation(PenultimateFeatures):
     """Top K = uncertain_factor x B items by the variance of a bootstrap ensemble's posteriors,
     then greedy max-cover of the pool: add the candidate that most raises
     F(S_a, S_u) = sum over the pool of the best cosine similarity to S_a, B times.
@@ -395,10 +396,6 @@ class SuggestiveAnnotation(Strategy):
         self.members = members
         self.uncertain_factor = uncertain_factor
         self.weight_decay = float(weight_decay)
-
-    def compute(self, ctx: ScoringContext) -> Arrays:
-        feats, _ = predict_features_and_proba(ctx.model, ctx.pool, ctx.device)
-        return {"features": feats.numpy()}
 
     def compute_labelled(self, ctx: ScoringContext) -> Arrays:
         if ctx.labelled is None or len(ctx.labelled) == 0 or ctx.labelled_targets is None:

@@ -1,0 +1,58 @@
+"""BGADL as a strategy (Tran, Do, Reid & Carneiro, ICML 2019): BALD's acquisition, and a
+training change, the generative augmentation of ``worker/ml/bgadl.py``.
+
+Scoring is ``bald``'s exactly (the official ``bald_acquisition``: H(mean p) - mean H(p) over
+MC-dropout passes; it uses log2, a constant factor that leaves the ranking alone).
+``augmentation(seed)`` gives the cycle's training its ``Augmenter``: the worker and the
+simulator pass it to ``ceal.fit(augment=...)``, which trains on labelled ∪ generated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worker.ml.bgadl import Augmenter, BgadlConfig
+from worker.ml.strategies.bald import Bald
+from worker.ml.strategies.registry import register
+
+
+@register("bgadl")
+class Bgadl(Bald):
+    """score -> (N,) BALD mutual information; training -> labelled ∪ VAE reconstructions."""
+
+    paper = (
+        "Tran, Do, Reid & Carneiro, Bayesian Generative Active Deep Learning, ICML 2019 "
+        "(reference: toantm/BGADL)"
+    )
+    summary = (
+        "BALD acquisition; each cycle a label-conditioned VAE trained on the labelled items "
+        "generates one reconstruction per item, added to training with the item's label"
+    )
+
+    def __init__(
+        self,
+        *,
+        mc_samples: int = 20,
+        latent_dim: int = 100,
+        epochs: int = 50,
+        batch_size: int = 100,
+        lr: float = 1.0,
+        candidates: int | None = None,
+    ) -> None:
+        super().__init__(mc_samples=mc_samples, candidates=candidates)
+        for key, value in (("latent_dim", latent_dim), ("epochs", epochs)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
+            raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
+        if not isinstance(lr, int | float) or isinstance(lr, bool) or not lr > 0:
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        self.latent_dim = latent_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = float(lr)
+
+    def augmentation(self, seed: int, device: torch.device | None = None) -> Augmenter:
+        """A fresh augmenter for one cycle's training (its own streams of ``seed``)."""
+        config = BgadlConfig(self.latent_dim, self.epochs, self.batch_size, self.lr)
+        return Augmenter(config, seed, device)
