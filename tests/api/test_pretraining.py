@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.enums import PretrainingStatus
+from app.cycles.reconcile import Reconciler
 from app.pretraining.models import Pretraining
 from tests.api.helpers import SMALL_CNN, create_project, upload_png
 from tests.conftest import Accounts, row_counts
@@ -177,3 +178,34 @@ def test_a_run_of_another_architecture_does_not_count(
     r = app_client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
     assert r.status_code == 422
     assert r.json()["error"]["code"] == "no_pretraining"
+
+
+def test_a_queued_run_whose_task_was_lost_is_sent_again(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    """The API's sweep (``app.cycles.reconcile``) re-sends a run nobody claimed, with
+    ``only_queued`` so a late copy cannot take over a run begun; a running one it leaves to
+    the broker's redelivery (or ``worker/recovery.py`` on the embedded broker)."""
+    pid = _project(app_client, accounts)
+    h = accounts.h("engineer")
+    run = app_client.post(f"/api/v1/projects/{pid}/pretraining", json={}, headers=h).json()
+    now = [0.0]
+    sent: list[Any] = []
+
+    class Sender:
+        def send(self, name: str, args: list[Any], queue: str) -> None:
+            sent.append((name, args, queue))
+
+    sweep = Reconciler(factory, Sender(), grace_s=5, clock=lambda: now[0]).sweep
+    assert sweep() == []  # first seen: within the grace period
+    now[0] = 6
+    assert sweep() == [("annoloop.pretraining.run", [run["id"], True], "train")]
+    with factory() as db:
+        db.execute(
+            update(Pretraining)
+            .where(Pretraining.id == run["id"])
+            .values(status=PretrainingStatus.running)
+        )
+        db.commit()
+    now[0] = 20
+    assert sweep() == []
