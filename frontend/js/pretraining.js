@@ -27,6 +27,7 @@ export function buildPretrainingCard(el, projectId, onStarted) {
     "form",
     {
       id: "pretrain-form",
+      class: "pretrain-form",
       onsubmit: async (e) => {
         e.preventDefault();
         const body = {};
@@ -66,7 +67,7 @@ export function pretrainingRuns(runs) {
   if (!runs || runs.length === 0) return h("p", { class: "muted" }, "No pretraining run yet.");
   return h(
     "table",
-    { id: "pretraining-table" },
+    { class: "table", id: "pretraining-table" },
     h(
       "thead",
       {},

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser.helpers import Demo, call
+from tests.browser.helpers import Demo, call, screenshot
 from tests.browser.pages import sign_in
 
 if TYPE_CHECKING:
@@ -49,3 +49,4 @@ def test_engineer_starts_pretraining_and_follows_its_progress(
     assert run["params"]["seed"] == 4
     assert done.locator(".pretrain-progress").inner_text() == "epoch 1 of 1"
     assert done.locator(".pretrain-loss").inner_text() == f"{run['last_loss']:.4f}"
+    screenshot(page, "dashboard-pretraining")
