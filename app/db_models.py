@@ -6,6 +6,7 @@ from app.core.db import Base
 from app.cycles.models import Cycle
 from app.gold.models import GoldLabel
 from app.items.models import Item, ItemFeature
+from app.pretraining.models import Pretraining
 from app.projects.models import Project, ProjectMember
 from app.queue.models import Lease, QueueEntry
 from app.webhooks.models import Webhook, WebhookDelivery
@@ -20,6 +21,7 @@ __all__ = [
     "Item",
     "ItemFeature",
     "Lease",
+    "Pretraining",
     "Project",
     "ProjectMember",
     "QueueEntry",

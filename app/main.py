@@ -37,6 +37,7 @@ from app.gold.router import router as gold_router
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.observability.install import install_observability
+from app.pretraining.router import router as pretraining_router
 from app.projects.router import router as projects_router
 from app.queue.router import router as queue_router
 from app.reports.people_stats import PeopleStatsStore
@@ -111,6 +112,7 @@ def create_app(
         projects_router,
         items_router,
         cycles_router,
+        pretraining_router,
         strategies_router,
         reports_router,
         gold_router,

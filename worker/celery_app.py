@@ -32,6 +32,7 @@ def create_celery(settings: Settings) -> Celery:
             "worker.tasks.scoring",
             "worker.tasks.cleaning",
             "worker.tasks.ensemble",
+            "worker.tasks.pretraining",
         ],
     )
     app.conf.update(

@@ -1,4 +1,4 @@
-"""Re-sending cycles that lost their task message.
+"""Re-sending cycles and pretraining runs that lost their task message.
 
 Redis gives an unacknowledged message back after the visibility timeout, so a worker killed
 mid-task is covered by the broker. The embedded SQLite transport has no such timeout: a
@@ -16,9 +16,10 @@ from typing import Any
 from sqlalchemy import select
 
 from app.core.config import get_settings
-from app.core.enums import CycleState
-from app.core.task_names import RUN_CYCLE
+from app.core.enums import CycleState, PretrainingStatus
+from app.core.task_names import PRETRAIN, RUN_CYCLE
 from app.cycles.models import Cycle
+from app.pretraining.models import Pretraining
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,21 @@ def resend_orphaned_cycles(sender: Any = None, **_: Any) -> list[int]:
                 )
             )
         )
+        # A pretraining run left running resumes from its last epoch's checkpoint.
+        runs = list(
+            db.scalars(
+                select(Pretraining.id).where(
+                    Pretraining.status.in_([PretrainingStatus.queued, PretrainingStatus.running])
+                )
+            )
+        )
     app = sender.app if sender is not None else None
     for cycle_id in orphaned:
         log.warning("re-sending cycle %s, left running by a stopped worker", cycle_id)
         if app is not None:
             app.send_task(RUN_CYCLE.name, args=[cycle_id], queue=RUN_CYCLE.queue)
+    for run_id in runs:
+        log.warning("re-sending pretraining run %s, left by a stopped worker", run_id)
+        if app is not None:
+            app.send_task(PRETRAIN.name, args=[run_id], queue=PRETRAIN.queue)
     return orphaned

@@ -11,6 +11,8 @@ CycleState = Literal[
 
 LabelSource = Literal["human", "import", "oracle"]
 
+PretrainingStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+
 ProjectKind = Literal["acquire", "clean"]
 
 Role = Literal["admin", "engineer", "annotator"]
@@ -116,6 +118,8 @@ class CycleOut(TypedDict):
     metrics: dict[str, Any]
     timings: dict[str, Any]
     error: str | None
+    pretraining_id: int | None
+    pretraining_sha256: str | None
     attempts: int
     created_at: str
     started_at: str | None
@@ -279,6 +283,34 @@ class PageOfAnnotationOut(TypedDict):
 class PageOfLabelledItemOut(TypedDict):
     items: list[LabelledItemOut]
     next_cursor: str | None
+
+
+class PretrainingCreate(TypedDict):
+    """SimCLR settings; bad values are a 422 naming the key, and nothing is stored."""
+
+    epochs: NotRequired[int]
+    batch_size: NotRequired[int]
+    lr: NotRequired[float]
+    temperature: NotRequired[float]
+    seed: NotRequired[int | None]
+
+
+class PretrainingOut(TypedDict):
+    id: int
+    project_id: int
+    status: PretrainingStatus
+    params: dict[str, Any]
+    epochs_done: int
+    losses: list[float]
+    checkpoint_sha256: str | None
+    items: int | None
+    error: str | None
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    epochs: int
+    last_loss: float | None
 
 
 class Progress(TypedDict):

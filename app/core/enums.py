@@ -40,6 +40,14 @@ class CycleState(enum.StrEnum):
     cancelled = "cancelled"
 
 
+class PretrainingStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
 class QueueState(enum.StrEnum):
     open = "open"
     done = "done"

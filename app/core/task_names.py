@@ -36,6 +36,8 @@ CLEANING_MERGE = TaskName("annoloop.cleaning.merge", TRAIN_QUEUE, "cycle_id")
 # Ensemble members train wherever cycles train; so does their join (it evaluates).
 ENSEMBLE_MEMBER = TaskName("annoloop.ensemble.member", TRAIN_QUEUE, "cycle_id")
 ENSEMBLE_JOIN = TaskName("annoloop.ensemble.join", TRAIN_QUEUE, "cycle_id")
+# Self-supervised pretraining on a project's pool: a long training run like a cycle's.
+PRETRAIN = TaskName("annoloop.pretraining.run", TRAIN_QUEUE, "pretraining_id")
 
 ALL_TASKS = (
     RUN_CYCLE,
@@ -47,4 +49,5 @@ ALL_TASKS = (
     CLEANING_MERGE,
     ENSEMBLE_MEMBER,
     ENSEMBLE_JOIN,
+    PRETRAIN,
 )

@@ -33,6 +33,9 @@ class Cycle(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    # ``hparams.init = "pretraining"``: the run and checkpoint ``features`` started from.
+    pretraining_id: Mapped[int | None] = mapped_column(ForeignKey("pretraining.id"))
+    pretraining_sha256: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(default=0)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

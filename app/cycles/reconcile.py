@@ -9,6 +9,7 @@ find what was lost and send it again:
   done at least) → ``advance``;
 * a cycle is ``created`` and nobody claimed it → ``run``, with ``only_created`` so that a
   copy arriving after the original began cannot take the cycle over and restart it;
+* a pretraining run is ``queued`` and nobody claimed it → its task, ``only_queued`` likewise;
 * a cleaning project has no running cycle, budget left and ``finetune_every`` labels or more
   since its latest cycle read its inputs → ``refresh``.
 
@@ -38,11 +39,12 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.annotations.models import Annotation
 from app.core.config import Settings
-from app.core.enums import CycleState, LabelSource, ProjectKind, QueueState
-from app.core.task_names import ADVANCE, REFRESH, RUN_CYCLE, Message
+from app.core.enums import CycleState, LabelSource, PretrainingStatus, ProjectKind, QueueState
+from app.core.task_names import ADVANCE, PRETRAIN, REFRESH, RUN_CYCLE, Message
 from app.core.tasks import TaskSender
 from app.cycles.models import Cycle
 from app.cycles.states import RUNNING
+from app.pretraining.models import Pretraining
 from app.projects.models import Project
 from app.queue.models import QueueEntry
 
@@ -65,6 +67,9 @@ def lost_tasks(db: Session) -> Iterator[Task]:
         yield ADVANCE.message([project_id])
     for cycle_id in db.scalars(select(Cycle.id).where(Cycle.state == CycleState.created)):
         yield RUN_CYCLE.message([cycle_id, True])
+    queued = select(Pretraining.id).where(Pretraining.status == PretrainingStatus.queued)
+    for run_id in db.scalars(queued):
+        yield PRETRAIN.message([run_id, True])
     yield from _due_refreshes(db)
 
 

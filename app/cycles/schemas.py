@@ -39,6 +39,10 @@ class CycleOut(BaseModel):
     metrics: dict[str, Any]
     timings: dict[str, Any]
     error: str | None
+    pretraining_id: int | None = Field(
+        description="hparams.init = 'pretraining': the run whose checkpoint features began from."
+    )
+    pretraining_sha256: str | None = Field(description="That run's checkpoint blob.")
     attempts: int
     created_at: datetime
     started_at: datetime | None

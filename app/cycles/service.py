@@ -18,10 +18,12 @@ from app.cycles.models import Cycle
 from app.cycles.schemas import CycleCreate
 from app.cycles.states import transition, transition_or_409
 from app.items import service as items
+from app.pretraining import service as pretraining
 from app.projects.models import Project
 from app.projects.schemas import check_strategy
 from app.projects.service import check_fits
 from app.queue import repository as queue
+from worker.ml.spec import ModelSpec
 from worker.ml.strategy_params import ParamsError, check_params
 
 
@@ -52,6 +54,9 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         params = {"folds": project.crossfit_folds, "fold_seed": project.seed, **params}
     params = _checked_params(project, strategy, params)
     check_fits(project, strategy)
+    # hparams.init = "pretraining": the run it starts from is fixed now, so a later run
+    # cannot change what this cycle trained from (422 when none has finished).
+    init = pretraining.checkpoint_for(db, project, ModelSpec.from_dict(project.model_spec))
     if project.kind is ProjectKind.clean:
         _check_folds(db, project, params["folds"])
     cycle = Cycle(
@@ -66,6 +71,8 @@ def start(db: Session, actor: Annotator | None, project: Project, body: CycleCre
         metrics={},
         timings={},
         created_by_id=actor.id if actor else None,
+        pretraining_id=init.id if init else None,
+        pretraining_sha256=init.checkpoint_sha256 if init else None,
     )
     db.add(cycle)
     try:

@@ -15,6 +15,7 @@ import {
   settingsCard,
 } from "./dashboard-view.js";
 import { $, h, projectIdFromUrl, renderHeader } from "./dom.js";
+import { buildPretrainingCard, pretrainingRuns } from "./pretraining.js";
 
 const POLL_MS = 3000;
 
@@ -29,6 +30,7 @@ const view = {
   drawn: new Map(), // card id -> signature of the data last drawn (skip identical redraws)
   cancelArmed: null, // cycle id whose "Cancel" was clicked once (the second click cancels)
   strategies: [], // GET /strategies: every strategy the API accepts, with its kind and params
+  pretraining: [], // GET /pretraining (engineers): the project's SimCLR runs, newest first
 };
 
 // ---- skeleton ---------------------------------------------------------------------------------
@@ -45,6 +47,7 @@ function buildSkeleton(project) {
     project.kind === "clean" ? card("card-cleaning") : null,
     engineer ? card("card-scores") : null,
     engineer ? card("card-actions") : null,
+    engineer ? card("card-pretraining") : null,
     card("card-annotators"),
     card("card-settings"),
     card("card-cycles", "wide"),
@@ -74,7 +77,10 @@ function buildSkeleton(project) {
         ]),
     h("div", { class: "cards" }, cards),
   );
-  if (engineer) buildActions(project);
+  if (engineer) {
+    buildActions(project);
+    buildPretrainingCard($("#card-pretraining"), project.id, refresh);
+  }
 }
 
 // ---- engineer actions ---------------------------------------------------------------------------
@@ -259,6 +265,7 @@ function drawAll() {
     annotatorsTable(view.progress?.per_annotator),
   ]);
   draw("card-cycles", view.cycles, () => [h("h2", {}, "Cycles"), cyclesTable(view.cycles)]);
+  if (engineer) draw("pretraining-runs", view.pretraining, () => pretrainingRuns(view.pretraining));
   updateActions();
 }
 
@@ -298,12 +305,13 @@ async function drawScores() {
 async function refresh() {
   const id = view.projectId;
   try {
-    const [project, progress, cycles] = await Promise.all([
+    const [project, progress, cycles, pretraining] = await Promise.all([
       get(`/projects/${id}`),
       get(`/projects/${id}/progress`),
       get(`/projects/${id}/cycles`),
+      engineer ? get(`/projects/${id}/pretraining`) : [],
     ]);
-    Object.assign(view, { project, progress, cycles });
+    Object.assign(view, { project, progress, cycles, pretraining });
     drawAll();
     await drawScores();
     $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

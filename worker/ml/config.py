@@ -14,7 +14,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 # Keys of ``hparams`` that shape the network rather than its training; TrainConfig ignores them.
-ARCHITECTURE_KEYS: frozenset[str] = frozenset({"dropout", "hidden_sizes", "backbone", "frozen"})
+ARCHITECTURE_KEYS: frozenset[str] = frozenset(
+    {"dropout", "hidden_sizes", "backbone", "frozen", "init"}
+)
 MAX_EPOCHS = 1_000
 MAX_BATCH_SIZE = 8_192
 MAX_HIDDEN_WIDTH = 16_384

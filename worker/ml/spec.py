@@ -35,6 +35,9 @@ DEFAULT_HIDDEN_SIZES: tuple[int, ...] = (256, 128)
 
 # small_cnn has two unpadded 5x5 convolutions, each followed by a 2x2 pool.
 _SMALL_CNN_MIN_SIDE = 12
+# ``hparams.init``: where the body's weights start. "pretraining": the project's latest
+# finished self-supervised run of this architecture (``worker/ml/ssl.py``).
+INITS: tuple[str, ...] = ("scratch", "pretraining")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class ModelSpec:
     def validate(self) -> None:
         """Check shape/architecture compatibility and every hyper-parameter value."""
         self._validate_backbone()
+        init = self.hparams.get("init", "scratch")
+        if init not in INITS:
+            raise ValueError(f"hparams.init must be one of {list(INITS)}, got {init!r}")
+        if init == "pretraining" and self.name == "pretrained":
+            raise ValueError("hparams.init: a pretrained backbone already has its weights")
         if self.name in ("small_cnn", "resnet18", "pretrained"):
             if len(self.input_shape) != 3:
                 raise ValueError(
@@ -157,6 +165,19 @@ class ModelSpec:
     def frozen(self) -> bool:
         """Pretrained model: the backbone stays as loaded and only the head trains."""
         return self.name == "pretrained" and bool(self.hparams.get("frozen", True))
+
+    @property
+    def init(self) -> str:
+        """Where the body's weights start: "scratch" or "pretraining"."""
+        return str(self.hparams.get("init", "scratch"))
+
+    def body_key(self) -> dict[str, Any]:
+        """What fixes the shapes of ``features``' weights (the head's class count does not):
+        a pretraining checkpoint fits every spec with the same key."""
+        key: dict[str, Any] = {"name": self.name, "input_shape": list(self.input_shape)}
+        if self.name == "mlp":
+            key["hidden_sizes"] = list(self.hidden_sizes)
+        return key
 
     @property
     def dropout(self) -> float:

@@ -29,7 +29,12 @@ from worker.ml.strategies import get_strategy
 from worker.ml.strategies.base import ScoringContext, Selection, Strategy
 from worker.ml.training import TrainConfig, TrainingPaused
 from worker.pipeline import cancel, ensemble, fair_share, shards, transitions
-from worker.pipeline.common import SCORE_BATCH, dataset_of, state_bytes
+from worker.pipeline.common import (
+    SCORE_BATCH,
+    dataset_of,
+    start_from_pretraining,
+    state_bytes,
+)
 from worker.pipeline.pseudo import record_generated, train_cycle_network
 from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds, recorded_rows
@@ -98,6 +103,7 @@ def _run(rt: Runtime, inputs: CycleInputs, sender: TaskSender | None) -> str:
 
     # The network the strategy scores with (learning loss: with its loss-prediction module).
     model = cast(Classifier, build_network(strategy, spec, inputs.seed))
+    start_from_pretraining(rt, model, inputs)
     if spec.backbone is not None:  # which weights the backbone had: the name may be re-pointed
         sha256 = getattr(model, "weights_sha256", None)
         metrics["backbone"] = {"name": spec.backbone, "sha256": sha256}

@@ -29,7 +29,13 @@ from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig, train
 from worker.pipeline import cancel, crossfit, transitions
-from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
+from worker.pipeline.common import (
+    SCORE_BATCH,
+    dataset_of,
+    load_state,
+    start_from_pretraining,
+    state_bytes,
+)
 from worker.pipeline.mixed import mixed_ranking
 from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.snapshot import CycleInputs, ItemRefs, load_cleaning_state
@@ -71,6 +77,7 @@ def _run(rt: Runtime, inputs: CycleInputs) -> str:
     watch.check_now()
     model = build_model(spec, seed=inputs.seed)
     config = TrainConfig.from_hparams(spec.hparams)
+    start_from_pretraining(rt, model, inputs)  # a previous checkpoint, if any, overrides it
     if state.previous_checkpoint is not None:
         load_state(rt, model, state.previous_checkpoint)
         config = config.for_finetuning()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+from typing import cast
 
 import numpy as np
 import torch
@@ -11,8 +13,9 @@ from worker.ml.spec import ModelSpec
 from worker.ml.tensor_cache import TensorCache
 from worker.pipeline.datasets import CachedItemDataset, EmbeddingDataset, ItemDataset
 from worker.pipeline.runtime import Runtime
-from worker.pipeline.snapshot import ItemRefs
+from worker.pipeline.snapshot import CycleInputs, ItemRefs
 
+log = logging.getLogger(__name__)
 SCORE_BATCH = 256
 # With the tensor cache off, a frozen backbone's embeddings still go through one this big.
 EMBEDDINGS_ONLY_BYTES = 1024**3
@@ -42,3 +45,19 @@ def state_bytes(model: torch.nn.Module) -> bytes:
 def load_state(rt: Runtime, model: torch.nn.Module, sha256: str) -> None:
     weights = torch.load(io.BytesIO(rt.blobs.get(sha256)), weights_only=True)
     model.load_state_dict(weights)
+
+
+def start_from_pretraining(rt: Runtime, model: torch.nn.Module, inputs: CycleInputs) -> None:
+    """``hparams.init = "pretraining"``: load the cycle's recorded pretraining checkpoint into
+    the network's ``features`` (its ``body``; a learning-loss network's backbone's); the head
+    stays as ``build_model`` seeded it. Strict: a checkpoint of another architecture fails."""
+    if inputs.init_checkpoint is None:
+        return
+    from worker.ml.ssl import encoder_state
+
+    log.info(
+        "cycle %s starts features from pretraining %s", inputs.cycle_id, inputs.init_checkpoint
+    )
+    classifier = getattr(model, "backbone", model)  # LossNetClassifier wraps a Classifier
+    body = cast(torch.nn.Module, classifier.body)
+    body.load_state_dict(encoder_state(rt.blobs.get(inputs.init_checkpoint)))

@@ -43,7 +43,13 @@ from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.training import TrainConfig
 from worker.pipeline import cancel, transitions
-from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
+from worker.pipeline.common import (
+    SCORE_BATCH,
+    dataset_of,
+    load_state,
+    start_from_pretraining,
+    state_bytes,
+)
 from worker.pipeline.mixed import CANDIDATE_PROBS_KEY, mixed_ranking
 from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan
@@ -170,6 +176,7 @@ def _train_fold(
     spec = ModelSpec.from_dict(inputs.model_spec)
     config = TrainConfig.from_hparams(spec.hparams)
     model = build_model(spec, seed=inputs.seed + fold)
+    start_from_pretraining(rt, model, inputs)  # last cycle's fold model, if any, overrides it
     start = crossfit["start_from"].get(str(fold))
     if start is not None:
         load_state(rt, model, start)

@@ -47,7 +47,13 @@ from worker.ml.models import Classifier, build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.strategies import ScoringContext, Strategy
 from worker.pipeline import cancel, shards, transitions
-from worker.pipeline.common import SCORE_BATCH, dataset_of, load_state, state_bytes
+from worker.pipeline.common import (
+    SCORE_BATCH,
+    dataset_of,
+    load_state,
+    start_from_pretraining,
+    state_bytes,
+)
 from worker.pipeline.pseudo import train_cycle_network
 from worker.pipeline.runtime import Runtime, celery_sender
 from worker.pipeline.shard_plan import ScoringPlan, plan_bounds
@@ -172,6 +178,7 @@ def _train(
     # each member pseudo-labels with its own predictions).
     seed = member_seed(inputs.seed, member)
     model = build_model(spec, seed=seed)
+    start_from_pretraining(rt, model, inputs)
     candidates = LoaderPool(watch.guard(dataset_of(rt, inputs.candidates, spec)), SCORE_BATCH)
     results, pseudo_labels = train_cycle_network(
         rt, inputs, model, seed=seed, candidates=candidates, watch=watch, device=resolve_device()

@@ -64,6 +64,7 @@ class ScoringPlan:
             "test_unlabelled": inp.test_unlabelled,
             "aggregation": inp.aggregation,
             "labels_spent": inp.labels_spent,
+            "init_checkpoint": inp.init_checkpoint,
             "plan": {
                 "strategy": self.strategy,
                 "params": self.params,
@@ -120,6 +121,7 @@ class ScoringPlan:
             aggregation=meta.get("aggregation", "votes"),
             labels_spent=meta.get("labels_spent", 0),
             votes=arrays.get("votes"),
+            init_checkpoint=meta.get("init_checkpoint"),
         )
         return cls(
             inputs=inputs,

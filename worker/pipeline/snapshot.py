@@ -69,6 +69,9 @@ class CycleInputs:
     # (V, 3) int64 [row of ``labelled``, annotator id, class] of every live vote on a
     # labelled item without gold: who said what, for ActiveLab's mixed queue (else None).
     votes: np.ndarray | None = None
+    # ``hparams.init = "pretraining"``: the pretraining checkpoint blob ``features`` start
+    # from (recorded on the cycle when it was created); None: from scratch.
+    init_checkpoint: str | None = None
 
     def training_targets(self) -> np.ndarray:
         """(L, C) float64 soft targets of ``labelled``, rows summing to 1."""
@@ -157,7 +160,17 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
         aggregation=used,
         labels_spent=project.labels_spent,
         votes=np.asarray(vote_rows, dtype=np.int64).reshape(-1, 3) if keep_voters else None,
+        init_checkpoint=cycle.pretraining_sha256,
     )
+
+
+def pool_refs(db: Session, project: Project) -> ItemRefs:
+    """Every pool item's model input, labelled or not (what pretraining contrasts)."""
+    refs = ItemRefs()
+    rows = db.execute(_item_inputs(project).where(Item.split == Split.pool).order_by(Item.id))
+    for item_id, _split, blob, media_type in rows:
+        refs.append(item_id, blob, media_type)
+    return refs
 
 
 def _item_inputs(project: Project) -> Select[int, Split, str, str]:

@@ -1,0 +1,52 @@
+"""The dashboard's pretraining card in a real browser: a refused start says which key is wrong,
+a good one queues a SimCLR run on the demo's pool, and its row follows it to done with its
+epoch count and loss, as the API reports them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.browser.helpers import Demo, call, screenshot
+from tests.browser.pages import sign_in
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+pytestmark = pytest.mark.slow
+
+NewPage = Callable[..., "Page"]
+
+
+def test_engineer_starts_pretraining_and_follows_its_progress(
+    demo: Demo, new_page: NewPage
+) -> None:
+    pid = demo.project_id
+    page = new_page(1280, 1200)
+    sign_in(page, demo.base, demo.admin)
+    page.goto(f"{demo.base}/dashboard.html?project={pid}")
+    page.locator("#card-pretraining #pretraining-runs").wait_for()
+
+    page.fill("#pretrain-epochs", "1")
+    page.fill("#pretrain-batch_size", "256")
+    page.fill("#pretrain-temperature", "0")
+    page.locator("#start-pretraining").click()
+    page.locator("#pretrain-status.error", has_text="temperature").wait_for()
+    with demo.api() as c:
+        assert call(c, "GET", f"/projects/{pid}/pretraining") == []  # nothing stored
+
+    page.fill("#pretrain-temperature", "0.5")
+    page.fill("#pretrain-seed", "4")
+    page.locator("#start-pretraining").click()
+    page.locator("#pretrain-status", has_text="queued").wait_for()
+    done = page.locator('#pretraining-table tr[data-status="done"]')
+    done.wait_for(timeout=180_000)
+    with demo.api() as c:
+        (run,) = call(c, "GET", f"/projects/{pid}/pretraining")
+    assert (run["status"], run["epochs_done"], run["epochs"]) == ("done", 1, 1)
+    assert run["params"]["seed"] == 4
+    assert done.locator(".pretrain-progress").inner_text() == "epoch 1 of 1"
+    assert done.locator(".pretrain-loss").inner_text() == f"{run['last_loss']:.4f}"
+    screenshot(page, "dashboard-pretraining")

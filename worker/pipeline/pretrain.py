@@ -1,0 +1,131 @@
+"""One pretraining run: SimCLR on the project's pool, a checkpoint and progress every epoch.
+
+Idempotent by run id. A run ``queued`` is claimed (``running``, attempts + 1); a run already
+``running`` is one whose worker died (the broker gave its unacknowledged message back, or
+``worker.recovery`` re-sent it), and it resumes from its last checkpoint, not from scratch:
+the checkpoint is a full ``PretrainState``, so the result is the same weights, bit for bit
+(CPU), as an uninterrupted run. Every epoch's write is a compare-and-set on (``running``,
+epochs done), so a cancelled run, or a duplicate task racing the same run, stops there.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import update
+
+from app.core.db import unit_of_work, utcnow
+from app.core.enums import PretrainingStatus
+from app.pretraining.models import Pretraining
+from app.projects.models import Project
+from worker.ml.device import resolve_device
+from worker.ml.models import build_model
+from worker.ml.spec import ModelSpec
+from worker.ml.ssl import PretrainConfig, PretrainState, pretrain
+from worker.pipeline.common import dataset_of
+from worker.pipeline.runtime import Runtime
+from worker.pipeline.snapshot import ItemRefs, pool_refs
+
+log = logging.getLogger(__name__)
+ACTIVE = (PretrainingStatus.queued, PretrainingStatus.running)
+
+
+class PretrainingStopped(Exception):
+    """The run was cancelled, or another task wrote its epoch first."""
+
+
+def run_pretraining(rt: Runtime, run_id: int, only_queued: bool = False) -> str:
+    """Run (or resume) pretraining run ``run_id``; returns what happened, for the log line.
+    ``only_queued``: a re-send by the API's sweep, which must not take over a begun run."""
+    claimed = _claim(rt, run_id, only_queued)
+    if claimed is None:
+        return "nothing to do"
+    spec, refs, config, resume = claimed
+    try:
+        model = build_model(spec, seed=config.seed)
+        state = pretrain(
+            model.body,
+            model.feature_dim,
+            dataset_of(rt, refs, spec),
+            config,
+            device=resolve_device(),
+            resume=resume,
+            on_epoch=lambda s: _record_epoch(rt, run_id, s),
+        )
+    except PretrainingStopped as stop:
+        log.info("pretraining %s stopped: %s", run_id, stop)
+        return str(stop)
+    except Exception as exc:
+        log.exception("pretraining %s failed", run_id)
+        _finish(rt, run_id, PretrainingStatus.failed, error=f"{type(exc).__name__}: {exc}")
+        raise
+    _finish(rt, run_id, PretrainingStatus.done)
+    return f"pretrained {state.epochs_done} epochs, loss {state.losses[-1]:.4f}"
+
+
+def _claim(
+    rt: Runtime, run_id: int, only_queued: bool
+) -> tuple[ModelSpec, ItemRefs, PretrainConfig, PretrainState | None] | None:
+    """Mark the run running and read what it trains on, in one transaction."""
+    with unit_of_work(rt.factory) as db:
+        run = db.get(Pretraining, run_id, with_for_update=True)
+        allowed = (PretrainingStatus.queued,) if only_queued else ACTIVE
+        if run is None or run.status not in allowed:
+            return None
+        project = db.get(Project, run.project_id)
+        assert project is not None
+        spec = ModelSpec.from_dict(project.model_spec)
+        params: dict[str, Any] = dict(run.params)
+        if spec.body_key() != params["model"]:
+            # Its checkpoint would fit no cycle of the project; say so rather than train.
+            run.status, run.finished_at = PretrainingStatus.failed, utcnow()
+            run.error = f"the project's model changed to {spec.body_key()} since the start"
+            return None
+        run.status = PretrainingStatus.running
+        run.attempts += 1
+        run.started_at = run.started_at or utcnow()
+        refs = pool_refs(db, project)
+        run.items = len(refs)
+        checkpoint = run.checkpoint_sha256
+    config = PretrainConfig(
+        epochs=int(params["epochs"]),
+        batch_size=int(params["batch_size"]),
+        lr=float(params["lr"]),
+        temperature=float(params["temperature"]),
+        seed=int(params["seed"]),
+    )
+    resume = PretrainState.from_bytes(rt.blobs.get(checkpoint)) if checkpoint else None
+    if resume is not None:
+        log.warning("pretraining %s resumes after epoch %d", run_id, resume.epochs_done)
+    return spec, refs, config, resume
+
+
+def _record_epoch(rt: Runtime, run_id: int, state: PretrainState) -> None:
+    """Store the epoch's checkpoint and progress, if the run is still ours to write."""
+    sha256 = rt.blobs.put(state.to_bytes())
+    with unit_of_work(rt.factory) as db:
+        written = db.execute(
+            update(Pretraining)
+            .where(
+                Pretraining.id == run_id,
+                Pretraining.status == PretrainingStatus.running,
+                Pretraining.epochs_done == state.epochs_done - 1,
+            )
+            .values(
+                epochs_done=state.epochs_done,
+                losses=list(state.losses),
+                checkpoint_sha256=sha256,
+            )
+        ).rowcount  # type: ignore[attr-defined]
+    if written != 1:
+        raise PretrainingStopped(f"run {run_id} was cancelled or is written by another task")
+
+
+def _finish(rt: Runtime, run_id: int, status: PretrainingStatus, error: str | None = None) -> None:
+    with unit_of_work(rt.factory) as db:
+        db.execute(
+            update(Pretraining)
+            .where(Pretraining.id == run_id, Pretraining.status == PretrainingStatus.running)
+            .values(status=status, error=error, finished_at=utcnow())
+        )
