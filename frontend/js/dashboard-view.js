@@ -30,6 +30,7 @@ export function settingsCard(p) {
         "Model",
         `${spec.name ?? "–"} ${spec.input_shape ? `(${spec.input_shape.join("×")})` : ""}`,
       ),
+      row("Model input", h("span", { id: "model-input" }, modelInput(spec))),
       row("Strategy", h("code", {}, p.strategy)),
       row("Labels derived by", h("code", { id: "aggregation" }, p.aggregation ?? "majority")),
       p.kind === "clean"
@@ -314,6 +315,55 @@ export function cyclesTable(cycles) {
               h("td", { class: "small muted" }, fmtTime(c.created_at)),
             );
           }),
+      ),
+    ),
+  );
+}
+
+// What the model reads, in words: annotators see images either way (issue 19, item 1).
+export function modelInput(spec) {
+  const hp = spec.hparams ?? {};
+  if (spec.name === "pretrained") {
+    const how = hp.frozen === false ? "fine-tuned" : "frozen, embeddings cached";
+    return `the images, through backbone ${hp.backbone ?? "?"} (${how})`;
+  }
+  const what = spec.input ? `feature vector "${spec.input}"` : "the images";
+  return hp.init === "pretraining" ? `${what}, starting from the latest pretraining run` : what;
+}
+
+// The project's named feature vectors: length, coverage and which one the model takes.
+export function featuresTable(sets) {
+  if (!sets?.length) {
+    return h("p", { class: "muted" }, "No feature vectors: the model reads the images.");
+  }
+  const num = (v) => h("td", { class: "num" }, v);
+  return h(
+    "table",
+    { id: "features-table" },
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        ["Name", "Length", "Items with it", "Missing", "Model input"].map((t, i) =>
+          h("th", { class: i >= 1 && i < 4 ? "num" : null }, t),
+        ),
+      ),
+    ),
+    h(
+      "tbody",
+      {},
+      sets.map((f) =>
+        h(
+          "tr",
+          { "data-feature": f.name },
+          h("td", {}, h("code", {}, f.name)),
+          num(String(f.dim)),
+          num(String(f.items)),
+          num(String(f.missing)),
+          h("td", {}, f.model_input ? "yes" : ""),
+        ),
       ),
     ),
   );

@@ -10,6 +10,7 @@ import {
   cleaningPlot,
   cycleCard,
   cyclesTable,
+  featuresTable,
   progressCard,
   scoresPlot,
   settingsCard,
@@ -48,6 +49,7 @@ function buildSkeleton(project) {
     engineer ? card("card-scores") : null,
     engineer ? card("card-actions") : null,
     engineer ? card("card-pretraining") : null,
+    engineer ? card("card-features") : null,
     card("card-annotators"),
     card("card-settings"),
     card("card-cycles", "wide"),
@@ -266,6 +268,12 @@ function drawAll() {
   ]);
   draw("card-cycles", view.cycles, () => [h("h2", {}, "Cycles"), cyclesTable(view.cycles)]);
   if (engineer) draw("pretraining-runs", view.pretraining, () => pretrainingRuns(view.pretraining));
+  if (engineer) {
+    draw("card-features", view.features, () => [
+      h("h2", {}, "Feature vectors"),
+      featuresTable(view.features),
+    ]);
+  }
   updateActions();
 }
 
@@ -305,13 +313,14 @@ async function drawScores() {
 async function refresh() {
   const id = view.projectId;
   try {
-    const [project, progress, cycles, pretraining] = await Promise.all([
+    const [project, progress, cycles, pretraining, features] = await Promise.all([
       get(`/projects/${id}`),
       get(`/projects/${id}/progress`),
       get(`/projects/${id}/cycles`),
       engineer ? get(`/projects/${id}/pretraining`) : [],
+      engineer ? get(`/projects/${id}/features`) : [],
     ]);
-    Object.assign(view, { project, progress, cycles, pretraining });
+    Object.assign(view, { project, progress, cycles, pretraining, features });
     drawAll();
     await drawScores();
     $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
