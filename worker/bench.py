@@ -687,6 +687,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from worker.bench_generative import bench_generative  # imports this module back
     from worker.bench_selection import bench_selection  # imports this module back
 
     parser = argparse.ArgumentParser(
@@ -709,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
             "selection",
             "ensemble",
             "learning_loss",
+            "generative",
             "cycle",
         ],
         action="append",
@@ -726,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         "ensemble": bench_ensemble,
         "learning_loss": bench_learning_loss,
         "selection": bench_selection,
+        "generative": bench_generative,
         "cycle": _bench_cycle,
     }
     header = (

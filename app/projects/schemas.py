@@ -9,7 +9,7 @@ from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
 from worker.ml.spec import ModelSpec, check_feature_name
-from worker.ml.strategy_params import MAX_FOLDS, check_model_fits, check_params
+from worker.ml.strategy_params import MAX_FOLDS, check_params
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
 AggregationMethod = Literal["majority", "majority_tiebreak", "dawid_skene", "crowdlab"]
@@ -155,7 +155,8 @@ class ProjectCreate(_ProjectSettings):
             check_params(self.kind.value, self.strategy, self.strategy_params or {})
         except ValueError as exc:
             raise ValueError(f"strategy_params: {exc}") from exc
-        check_model_fits(self.kind.value, self.strategy, self.model_spec.model_dump())
+        # Whether the model meets the strategy's needs is the service's check (``check_fits``),
+        # so creation answers ``strategy_needs`` naming the need, as PATCH and POST /cycles do.
         return self
 
 

@@ -82,6 +82,7 @@ def create(db: Session, actor: Annotator, body: ProjectCreate) -> Project:
         confidence_target=body.confidence_target,
         created_by_id=actor.id,
     )
+    check_fits(project, project.strategy)  # before anything is stored
     db.add(project)
     db.flush()
     db.add(ProjectMember(project_id=project.id, annotator_id=actor.id))

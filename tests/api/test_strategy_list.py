@@ -89,5 +89,7 @@ def test_bald_with_dropout_starts_and_project_creation_refuses_without(
         json={"name": "r", "classes": ["a", "b"], "model_spec": RESNET, "strategy": "bald"},
         headers=accounts.h("engineer"),
     )
-    assert _refused(r)["code"] == "invalid"
+    error = _refused(r)
+    assert error["code"] == "strategy_needs"
+    assert error["detail"] == {"need": "dropout", "strategy": "bald"}
     assert row_counts(factory) == before
