@@ -286,12 +286,17 @@ class PageOfLabelledItemOut(TypedDict):
 
 
 class PretrainingCreate(TypedDict):
-    """SimCLR settings; bad values are a 422 naming the key, and nothing is stored."""
+    """One run's method and its settings; bad values are a 422 naming the key, and nothing is"""
 
-    epochs: NotRequired[int]
-    batch_size: NotRequired[int]
-    lr: NotRequired[float]
-    temperature: NotRequired[float]
+    method: NotRequired[Literal["simclr", "patch_kmeans"]]
+    epochs: NotRequired[int | None]
+    batch_size: NotRequired[int | None]
+    lr: NotRequired[float | None]
+    temperature: NotRequired[float | None]
+    patch: NotRequired[int | None]
+    centroids: NotRequired[int | None]
+    patches: NotRequired[int | None]
+    iterations: NotRequired[int | None]
     seed: NotRequired[int | None]
 
 
@@ -309,6 +314,7 @@ class PretrainingOut(TypedDict):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    method: Literal["simclr", "patch_kmeans"]
     epochs: int
     last_loss: float | None
 

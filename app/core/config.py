@@ -302,6 +302,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 'ANNOLOOP_BACKBONES must map names to {"arch", "weights", "sha256"} strings'
             )
+        if "pretraining" in raw:  # model_spec.hparams.backbone = "pretraining": the project's run
+            raise ValueError('ANNOLOOP_BACKBONES: the name "pretraining" is reserved')
         for name, v in raw.items():
             if len(v["sha256"]) != 64 or not set(v["sha256"]) <= set("0123456789abcdef"):
                 raise ValueError(f"ANNOLOOP_BACKBONES[{name!r}].sha256 is not a sha256 hex digest")

@@ -49,10 +49,13 @@ def finished(db: Session, project_id: int) -> Sequence[Pretraining]:
     return db.scalars(stmt).all()
 
 
-def pool_items(db: Session, project_id: int) -> int:
+def pool_items(db: Session, project_id: int, media_type: str | None = None) -> int:
+    """Pool items of the project (of one payload media type, if given)."""
     stmt = (
         select(func.count())
         .select_from(Item)
         .where(Item.project_id == project_id, Item.split == Split.pool)
     )
+    if media_type is not None:
+        stmt = stmt.where(Item.media_type == media_type)
     return int(db.scalar(stmt) or 0)

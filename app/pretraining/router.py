@@ -15,7 +15,8 @@ router = APIRouter(prefix="/projects/{project_id}/pretraining", tags=["pretraini
 def start_pretraining(
     project_id: IdPath, body: PretrainingCreate, db: DbSession, actor: Engineer
 ) -> PretrainingOut:
-    """Queue a SimCLR run on the project's pool (one queued or running per project: 409)."""
+    """Queue a SimCLR or patch k-means run on the project's pool (one queued or running per
+    project: 409)."""
     project = projects.get_for_engineer(db, actor, project_id)
     return PretrainingOut.model_validate(service.start(db, actor, project, body))
 

@@ -1,29 +1,95 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from app.core.enums import PretrainingStatus
 
 # Caps as training's (worker/ml/config.py): one request must not hold a worker for days.
 MAX_EPOCHS = 1_000
 MAX_BATCH_SIZE = 8_192
+# k-means caps: the fit holds ``patches`` x C*P*P float64 three times over (raw, normalised,
+# whitened) and encoding a batch holds (batch, positions, centroids) distances.
+MAX_PATCH = 16
+MAX_CENTROIDS = 4_096
+MAX_PATCHES = 400_000
+MAX_ITERATIONS = 100
+
+Method = Literal["simclr", "patch_kmeans"]
+SIMCLR_DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 128, "lr": 1e-3, "temperature": 0.5}
+KMEANS_DEFAULTS: dict[str, Any] = {
+    "patch": 6,
+    "centroids": 800,
+    "patches": 100_000,
+    "iterations": 10,
+}
 
 
 class PretrainingCreate(BaseModel):
-    """SimCLR settings; bad values are a 422 naming the key, and nothing is stored."""
+    """One run's method and its settings; bad values are a 422 naming the key, and nothing is
+    stored. A setting of the other method is refused (not ignored): a request that names
+    ``patch`` for SimCLR was meant for something else."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    epochs: int = Field(20, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(
-        128, ge=2, le=MAX_BATCH_SIZE, description="Items per step (2x as many views)."
+    method: Method = Field(
+        "simclr",
+        description="simclr: contrastive training of the model's body (epochs, batch_size, "
+        "lr, temperature). patch_kmeans: k-means on whitened image patches (patch, centroids, "
+        "patches, iterations), minutes on a CPU; image projects only.",
     )
-    lr: float = Field(1e-3, gt=0, le=10, description="Adam's learning rate.")
-    temperature: float = Field(0.5, gt=0, le=10, description="NT-Xent temperature.")
+    # SimCLR (defaults in SIMCLR_DEFAULTS)
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="simclr; default 20.")
+    batch_size: int | None = Field(
+        None,
+        ge=2,
+        le=MAX_BATCH_SIZE,
+        description="simclr: items per step (2x as many views); default 128.",
+    )
+    lr: float | None = Field(None, gt=0, le=10, description="simclr: Adam's; default 0.001.")
+    temperature: float | None = Field(
+        None, gt=0, le=10, description="simclr: NT-Xent temperature; default 0.5."
+    )
+    # patch k-means (defaults in KMEANS_DEFAULTS)
+    patch: int | None = Field(
+        None, ge=2, le=MAX_PATCH, description="patch_kmeans: patch side P; default 6."
+    )
+    centroids: int | None = Field(
+        None,
+        ge=2,
+        le=MAX_CENTROIDS,
+        description="patch_kmeans: K; the features are 4K wide; default 800.",
+    )
+    patches: int | None = Field(
+        None, ge=100, le=MAX_PATCHES, description="patch_kmeans: patches drawn; default 100000."
+    )
+    iterations: int | None = Field(
+        None, ge=1, le=MAX_ITERATIONS, description="patch_kmeans: Lloyd rounds; default 10."
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Default: the project's.")
+
+    @model_validator(mode="after")
+    def _one_method(self) -> PretrainingCreate:
+        other = KMEANS_DEFAULTS if self.method == "simclr" else SIMCLR_DEFAULTS
+        given = sorted(set(other) & self.model_fields_set)
+        if given:
+            raise ValueError(
+                f"{given[0]}: not a setting of method {self.method!r} (its settings: "
+                f"{', '.join(self.defaults())}, seed)"
+            )
+        return self
+
+    def defaults(self) -> dict[str, Any]:
+        return SIMCLR_DEFAULTS if self.method == "simclr" else KMEANS_DEFAULTS
+
+    def settings(self) -> dict[str, Any]:
+        """The method, its settings with defaults filled in, and the seed (None: unset)."""
+        given = self.model_dump()
+        out: dict[str, Any] = {"method": self.method}
+        out |= {k: v if given[k] is None else given[k] for k, v in self.defaults().items()}
+        return out | {"seed": self.seed}
 
 
 class PretrainingOut(BaseModel):
@@ -33,11 +99,14 @@ class PretrainingOut(BaseModel):
     project_id: int
     status: PretrainingStatus
     params: dict[str, Any] = Field(
-        description="The request, its seed, and ``model``: the architecture it trained."
+        description="The method, its settings, the seed, and ``model``: the architecture it "
+        "trained (SimCLR: the model's body; patch_kmeans: the image shape it was fitted on)."
     )
     epochs_done: int
-    losses: list[float] = Field(description="Mean NT-Xent loss of each epoch done.")
-    checkpoint_sha256: str | None = Field(description="Blob of the latest epoch's state.")
+    losses: list[float] = Field(description="Mean NT-Xent loss of each epoch done (SimCLR).")
+    checkpoint_sha256: str | None = Field(
+        description="Blob of the latest epoch's state (patch_kmeans: the fitted encoder)."
+    )
     items: int | None
     error: str | None
     attempts: int
@@ -47,9 +116,15 @@ class PretrainingOut(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def method(self) -> Method:
+        """simclr or patch_kmeans (runs from before the choice are SimCLR)."""
+        return "patch_kmeans" if self.params.get("method") == "patch_kmeans" else "simclr"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def epochs(self) -> int:
-        """Epochs asked for: progress is ``epochs_done`` of ``epochs``."""
-        return int(self.params.get("epochs", 0))
+        """Progress is ``epochs_done`` of ``epochs`` (patch_kmeans: one step, 0 then 1)."""
+        return 1 if self.method == "patch_kmeans" else int(self.params.get("epochs", 0))
 
     @computed_field  # type: ignore[prop-decorator]
     @property

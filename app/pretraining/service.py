@@ -1,7 +1,10 @@
-"""Starting, listing and cancelling pretraining runs, and finding the checkpoint a cycle
-starts from. The training itself runs in the worker (``worker/pipeline/pretrain.py``)."""
+"""Starting, listing and cancelling pretraining runs, and finding the run a cycle starts from
+(``init = "pretraining"``) or uses frozen (``backbone = "pretraining"``). The training itself
+runs in the worker (``worker/pipeline/pretrain.py``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -12,23 +15,26 @@ from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.task_names import PRETRAIN
 from app.core.tasks import send_after_commit
 from app.items import service as items
+from app.items.media import MEDIA_FLOAT32
 from app.pretraining import repository
 from app.pretraining.models import Pretraining
 from app.pretraining.schemas import PretrainingCreate
 from app.projects.models import Project
-from worker.ml.spec import ModelSpec
+from worker.ml.spec import PRETRAINING_BACKBONE, ModelSpec
+
+KMEANS = "patch_kmeans"
 
 
 def start(
     db: Session, actor: Annotator | None, project: Project, body: PretrainingCreate
 ) -> Pretraining:
     spec = ModelSpec.from_dict(project.model_spec)
-    if spec.name == "pretrained":
-        raise Unprocessable(
-            "the project's model is a pretrained backbone; self-supervised pretraining "
-            "trains small_cnn, resnet18 or mlp bodies",
-            code="pretraining_unsupported",
-        )
+    params = body.settings()
+    if body.method == KMEANS:
+        params["model"] = _kmeans_model(db, project, spec, params)
+    else:
+        _check_simclr(spec)
+        params["model"] = spec.body_key()
     repository.lock_project(db, project.id)  # a concurrent start waits here
     running = repository.active(db, project.id)
     if running is not None:
@@ -40,7 +46,8 @@ def start(
     pool = repository.pool_items(db, project.id)
     if pool < 2:
         raise Unprocessable(
-            f"pretraining contrasts items of the pool: it needs at least 2, the project has {pool}",
+            f"pretraining learns from the items of the pool: it needs at least 2, the project "
+            f"has {pool}",
             code="pool_too_small",
         )
     missing = items.missing_model_input(db, project)
@@ -51,10 +58,8 @@ def start(
             code="features_missing",
             detail={"missing": missing},
         )
-    params = body.model_dump()
     if params["seed"] is None:
         params["seed"] = project.seed
-    params["model"] = spec.body_key()
     run = Pretraining(
         project_id=project.id,
         status=PretrainingStatus.queued,
@@ -67,6 +72,39 @@ def start(
     db.flush()
     send_after_commit(db, *PRETRAIN.message([run.id]))
     return run
+
+
+def _check_simclr(spec: ModelSpec) -> None:
+    if spec.name == "pretrained":
+        raise Unprocessable(
+            "the project's model is a pretrained backbone; SimCLR trains small_cnn, resnet18 "
+            "or mlp bodies (method patch_kmeans needs only images)",
+            code="pretraining_unsupported",
+        )
+
+
+def _kmeans_model(
+    db: Session, project: Project, spec: ModelSpec, params: dict[str, Any]
+) -> dict[str, Any]:
+    """What a k-means run is fitted on, recorded as its ``model``: the project's image shape.
+    It reads the items' images, whatever network the project trains on them."""
+    images = spec.input is None and len(spec.input_shape) == 3
+    if not images or repository.pool_items(db, project.id, MEDIA_FLOAT32):
+        raise Unprocessable(
+            "method: patch_kmeans fits image patches, and this project's model takes feature "
+            f"vectors ({spec.name}, input_shape {list(spec.input_shape)}"
+            + (f", input {spec.input!r})" if spec.input else ")"),
+            code="pretraining_unsupported",
+        )
+    side = min(spec.input_shape[1:])
+    if side < 2 * params["patch"]:
+        raise Unprocessable(
+            f"patch: {params['patch']}x{params['patch']} patches need images of at least "
+            f"{2 * params['patch']} pixels a side; the model's are {side}",
+            code="invalid_params",
+            detail={"key": "patch"},
+        )
+    return {"name": KMEANS, "input_shape": list(spec.input_shape)}
 
 
 def get(db: Session, project: Project, run_id: int) -> Pretraining:
@@ -93,8 +131,11 @@ def cancel(db: Session, run: Pretraining) -> Pretraining:
 
 
 def checkpoint_for(db: Session, project: Project, spec: ModelSpec) -> Pretraining | None:
-    """The run a cycle of ``spec`` starts ``features`` from: None for ``init = "scratch"``,
-    else the latest finished run whose architecture fits (422 when there is none)."""
+    """The run a cycle of ``spec`` starts ``features`` from (``init = "pretraining"``) or uses
+    as its backbone (``backbone = "pretraining"``): the latest finished run that fits, None
+    when the spec uses none, 422 when none fits."""
+    if spec.backbone == PRETRAINING_BACKBONE:
+        return _backbone_run(db, project, spec)
     if spec.init != "pretraining":
         return None
     key = spec.body_key()
@@ -107,4 +148,34 @@ def checkpoint_for(db: Session, project: Project, spec: ModelSpec) -> Pretrainin
         f"/api/v1/projects/{project.id}/pretraining) and wait for it",
         code="no_pretraining",
         detail={"model": key},
+    )
+
+
+def _backbone_run(db: Session, project: Project, spec: ModelSpec) -> Pretraining:
+    """Any finished run fitted on images of the spec's shape: a k-means encoder, or a SimCLR
+    body (of any architecture: it is rebuilt from the run's record). Fine-tuned
+    (``frozen: false``), only a SimCLR run: a k-means encoder has no weights to train."""
+    shape = list(spec.input_shape)
+    fitting = [
+        run
+        for run in repository.finished(db, project.id)
+        if (run.params.get("model") or {}).get("input_shape") == shape
+    ]
+    for run in fitting:
+        if spec.frozen or run.params.get("method") != KMEANS:
+            return run
+    if fitting:
+        raise Unprocessable(
+            f"model_spec.hparams.frozen is false, but pretraining run {fitting[0].id} is "
+            "patch_kmeans: its encoder has no weights to fine-tune; use it frozen, or start a "
+            "SimCLR run",
+            code="pretraining_frozen_only",
+            detail={"id": fitting[0].id},
+        )
+    raise Unprocessable(
+        "model_spec.hparams.backbone is 'pretraining' but the project has no finished "
+        f"pretraining run on {shape} images; start one (POST "
+        f"/api/v1/projects/{project.id}/pretraining) and wait for it",
+        code="no_pretraining",
+        detail={"input_shape": shape},
     )

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.core.enums import ProjectKind
 from app.core.ids import IdField
 from app.cycles.strategies import ACQUISITION_STRATEGIES, CLEANING_STRATEGIES
-from worker.ml.spec import ModelSpec, check_feature_name
+from worker.ml.spec import PRETRAINING_BACKBONE, ModelSpec, check_feature_name
 from worker.ml.strategy_params import MAX_FOLDS, check_params
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100)]
@@ -40,7 +40,11 @@ class ModelSpecIn(BaseModel):
         expected = {"small_cnn": 3, "resnet18": 3, "mlp": 1, "pretrained": 3}[self.name]
         if len(self.input_shape) != expected:
             raise ValueError(f"{self.name} takes an input_shape of {expected} dimension(s)")
-        if self.name in ("resnet18", "pretrained") and self.input_shape[0] != 3:
+        # The project's own pretraining run was fitted on its images: grey or colour.
+        own_run = self.name == "pretrained" and self.hparams.get("backbone") == PRETRAINING_BACKBONE
+        if own_run and self.input_shape[0] not in (1, 3):
+            raise ValueError("pretrained on a pretraining run takes grey or colour images")
+        if self.name in ("resnet18", "pretrained") and not own_run and self.input_shape[0] != 3:
             raise ValueError(f"{self.name} takes colour images: input_shape (3, H, W)")
         if (
             self.name == "pretrained"

@@ -87,6 +87,8 @@ def test_bad_backbone_settings_are_refused_at_start_up(tmp_path: Path) -> None:
         "{",
         '{"x": {"arch": "resnet18"}}',
         '{"x": {"arch": "a", "weights": "w", "sha256": "xyz"}}',
+        # The project's own pretraining run goes by this name (backbone: "pretraining").
+        json.dumps({"pretraining": {"arch": "resnet18", "weights": "w", "sha256": "a" * 64}}),
     ):
         with pytest.raises(ValueError, match="ANNOLOOP_BACKBONES"):
             Settings(environment="test", data_dir=tmp_path, backbones=bad)

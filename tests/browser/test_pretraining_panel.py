@@ -1,6 +1,7 @@
 """The dashboard's pretraining card in a real browser: a refused start says which key is wrong,
 a good one queues a SimCLR run on the demo's pool, and its row follows it to done with its
-epoch count and loss, as the API reports them."""
+epoch count and loss, as the API reports them; then the method select switches the form to
+patch k-means (only its fields shown and sent), whose run is one step."""
 
 from __future__ import annotations
 
@@ -49,4 +50,24 @@ def test_engineer_starts_pretraining_and_follows_its_progress(
     assert run["params"]["seed"] == 4
     assert done.locator(".pretrain-progress").inner_text() == "epoch 1 of 1"
     assert done.locator(".pretrain-loss").inner_text() == f"{run['last_loss']:.4f}"
+
+    page.select_option("#pretrain-method", "patch_kmeans")
+    assert page.locator("#pretrain-epochs").is_hidden()
+    page.fill("#pretrain-centroids", "8")
+    page.fill("#pretrain-patches", "500")
+    page.locator("#start-pretraining").click()
+    page.locator("#pretrain-status", has_text="queued").wait_for()
+    done = page.locator('#pretraining-table tr[data-status="done"]')
+    done.nth(1).wait_for(timeout=180_000)
+    with demo.api() as c:
+        kmeans, _ = call(c, "GET", f"/projects/{pid}/pretraining")
+    assert {k: v for k, v in kmeans["params"].items() if k != "model"} == {
+        "method": "patch_kmeans",
+        "patch": 6,
+        "centroids": 8,
+        "patches": 500,
+        "iterations": 10,
+        "seed": 4,  # the field kept its value
+    }
+    assert done.first.locator(".pretrain-progress").inner_text() == "step 1 of 1"
     screenshot(page, "dashboard-pretraining")

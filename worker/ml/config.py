@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 # Keys of ``hparams`` that shape the network rather than its training; TrainConfig ignores them.
 ARCHITECTURE_KEYS: frozenset[str] = frozenset(
-    {"dropout", "hidden_sizes", "backbone", "frozen", "init"}
+    {"dropout", "hidden_sizes", "backbone", "frozen", "init", "pretraining"}
 )
 MAX_EPOCHS = 1_000
 MAX_BATCH_SIZE = 8_192

@@ -17,7 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from worker.ml.backbones import backbone_for, describe
+from worker.ml.run_encoders import backbone_of_spec, describe_spec
 from worker.ml.spec import ModelSpec
 
 
@@ -113,7 +113,8 @@ class MLP(Classifier):
 
 
 class Pretrained(Classifier):
-    """A configured torchvision backbone (``worker/ml/backbones.py``) and a new head.
+    """A configured torchvision backbone (``worker/ml/backbones.py``), or the project's
+    pretraining run (``worker/ml/run_encoders.py``), and a new head.
 
     Fine-tuned: (B, 3, H, W) images in, the backbone trains with the head. Frozen: the
     backbone's features are computed once per item by the pipeline (the embedding cache), so
@@ -122,9 +123,8 @@ class Pretrained(Classifier):
     """
 
     def __init__(self, spec: ModelSpec) -> None:
-        assert spec.backbone is not None
-        feature_dim, sha256 = describe(spec.backbone)
-        body: nn.Module = nn.Identity() if spec.frozen else backbone_for(spec.backbone)[0]
+        feature_dim, sha256 = describe_spec(spec)
+        body: nn.Module = nn.Identity() if spec.frozen else backbone_of_spec(spec)
         super().__init__(body, feature_dim, spec.num_classes, spec.dropout, "pretrained")
         self.weights_sha256 = sha256
 

@@ -20,7 +20,13 @@ from worker.ml.config import (
     TrainConfig,
 )
 
-__all__ = ["ARCHITECTURE_KEYS", "MODEL_NAMES", "ModelSpec", "check_feature_name"]
+__all__ = [
+    "ARCHITECTURE_KEYS",
+    "MODEL_NAMES",
+    "PRETRAINING_BACKBONE",
+    "ModelSpec",
+    "check_feature_name",
+]
 
 MODEL_NAMES: tuple[str, ...] = ("small_cnn", "resnet18", "mlp", "pretrained")
 
@@ -38,6 +44,12 @@ _SMALL_CNN_MIN_SIDE = 12
 # ``hparams.init``: where the body's weights start. "pretraining": the project's latest
 # finished self-supervised run of this architecture (``worker/ml/ssl.py``).
 INITS: tuple[str, ...] = ("scratch", "pretraining")
+# ``hparams.backbone`` of the pretrained model that names no operator's backbone but the
+# project's latest finished pretraining run (a k-means encoder or a SimCLR body). Each cycle
+# resolves it when created; the worker's copy of the spec then carries the run as
+# ``hparams.pretraining = {"sha256": its checkpoint blob, "model": what it fitted}``.
+PRETRAINING_BACKBONE = "pretraining"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -138,28 +150,53 @@ class ModelSpec:
 
     def _validate_backbone(self) -> None:
         if self.name != "pretrained":
-            for key in ("backbone", "frozen"):
+            for key in ("backbone", "frozen", "pretraining"):
                 if key in self.hparams:
                     raise ValueError(f"hparams.{key} only applies to the pretrained model")
             return
         if "backbone" not in self.hparams:
             raise ValueError("the pretrained model needs hparams.backbone: a configured name")
         check_feature_name(self.hparams["backbone"], "hparams.backbone")
+        self._validate_run()
         if not isinstance(self.hparams.get("frozen", True), bool):
             raise ValueError(
                 f"hparams.frozen must be true or false, got {self.hparams['frozen']!r}"
             )
         if self.input is not None:
             raise ValueError("the pretrained model takes the items' images: no input key")
-        if len(self.input_shape) != 3 or self.input_shape[0] != 3:
+        # A pretraining run was fitted on the project's own images, of any channel count.
+        channels_ok = self.backbone == PRETRAINING_BACKBONE or self.input_shape[0] == 3
+        if len(self.input_shape) != 3 or not channels_ok:
             raise ValueError(
                 f"pretrained needs input_shape (3, H, W), got {list(self.input_shape)}"
+            )
+
+    def _validate_run(self) -> None:
+        run = self.hparams.get("pretraining")
+        if run is None:
+            return
+        if self.hparams["backbone"] != PRETRAINING_BACKBONE:
+            raise ValueError("hparams.pretraining only applies to backbone 'pretraining'")
+        if (
+            not isinstance(run, Mapping)
+            or not isinstance(run.get("sha256"), str)
+            or not _SHA256.fullmatch(run["sha256"])
+            or not isinstance(run.get("model"), Mapping)
+        ):
+            raise ValueError(
+                "hparams.pretraining must be {sha256: a checkpoint digest, model: a mapping}"
             )
 
     @property
     def backbone(self) -> str | None:
         """The configured backbone name (pretrained model), else None."""
         return str(self.hparams["backbone"]) if self.name == "pretrained" else None
+
+    @property
+    def pretraining_run(self) -> dict[str, Any] | None:
+        """The resolved run of ``backbone = "pretraining"`` (the worker's spec), else None."""
+        run = self.hparams.get("pretraining") if self.name == "pretrained" else None
+        return dict(run) if run is not None else None
 
     @property
     def frozen(self) -> bool:

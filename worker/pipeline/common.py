@@ -36,6 +36,20 @@ def dataset_of(
     )
 
 
+def pixels_of(rt: Runtime, refs: ItemRefs, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, C, H, W) float32 in [0, 1]: the items' images decoded as cycles decode them (through
+    the tensor cache when there is one), whatever network the project trains on them. What a
+    k-means pretraining run fits on."""
+    if rt.tensors is None:
+        data = ItemDataset(rt.blobs, refs.hashes, refs.media_types, input_shape)
+        return torch.stack([cast(torch.Tensor, data[i]) for i in range(len(data))])
+    rows = CachedItemDataset(
+        rt.tensors, rt.blobs, refs.hashes, refs.media_types, input_shape
+    ).rows()
+    images = torch.from_numpy(np.array(rows)).float()
+    return images.div_(255.0) if rows.dtype == np.uint8 else images
+
+
 def state_bytes(model: torch.nn.Module) -> bytes:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)

@@ -9,6 +9,7 @@ Neither holds a whole pool in process memory: the row file is paged in by the OS
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,12 +22,13 @@ from torch.utils.data import Dataset
 
 from app.core.blobs import BlobStore
 from app.items.media import decode_feature_payload, decode_image_payload
-from worker.ml.backbones import backbone_for, describe
 from worker.ml.device import resolve_device
+from worker.ml.run_encoders import backbone_of_spec, describe_spec
 from worker.ml.spec import ModelSpec
 from worker.ml.tensor_cache import RowsDataset, TensorCache, item_key
 
 FEATURES = "application/x-float32"
+log = logging.getLogger(__name__)
 
 
 class ItemDataset(Dataset[Any]):
@@ -152,7 +154,8 @@ class CachedItemDataset(RowsDataset):
 
 
 class EmbeddingDataset(CachedItemDataset):
-    """Items as a frozen backbone's (F,) features, computed once per item and checkpoint into
+    """Items as a frozen backbone's (F,) features (an operator's weights file or a pretraining
+    run's encoder), computed once per item and checkpoint into
     the tensor cache (the row files are keyed by the weights' digest and the image size), and
     shared by every cycle, strategy and shard that reads them."""
 
@@ -166,9 +169,8 @@ class EmbeddingDataset(CachedItemDataset):
         targets: np.ndarray | None = None,
     ) -> None:
         super().__init__(cache, blobs, hashes, media_types, spec.input_shape, targets)
-        assert spec.backbone is not None
-        self.backbone_name = spec.backbone
-        feature_dim, self.weights_sha256 = describe(spec.backbone)
+        self.spec = spec
+        feature_dim, self.weights_sha256 = describe_spec(spec)
         self.image_shape = self.input_shape
         self.input_shape = (feature_dim,)
         self.dtype = np.dtype(np.float32)
@@ -189,7 +191,8 @@ class EmbeddingDataset(CachedItemDataset):
     def _embed(self, positions: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         """Decode images a batch at a time and run them through the backbone (eval mode)."""
         device = resolve_device()
-        net = backbone_for(self.backbone_name)[0].to(device).eval()
+        net = backbone_of_spec(self.spec).to(device).eval()
+        log.info("embedding %d item(s) (%s)", len(positions), self.weights_sha256[:12])
         for start in range(0, len(positions), EMBED_BATCH):
             part = list(positions[start : start + EMBED_BATCH])
             pixels = np.stack([self._pixels(p) for p in part])

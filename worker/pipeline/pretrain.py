@@ -1,4 +1,5 @@
-"""One pretraining run: SimCLR on the project's pool, a checkpoint and progress every epoch.
+"""One pretraining run on the project's pool: SimCLR (a checkpoint and progress every epoch)
+or patch k-means (one step; ``worker/ml/patch_kmeans.py``).
 
 Idempotent by run id. A run ``queued`` is claimed (``running``, attempts + 1); a run already
 ``running`` is one whose worker died (the broker gave its unacknowledged message back, or
@@ -6,11 +7,17 @@ Idempotent by run id. A run ``queued`` is claimed (``running``, attempts + 1); a
 the checkpoint is a full ``PretrainState``, so the result is the same weights, bit for bit
 (CPU), as an uninterrupted run. Every epoch's write is a compare-and-set on (``running``,
 epochs done), so a cancelled run, or a duplicate task racing the same run, stops there.
+
+A k-means run is minutes, so it has no partial checkpoint: a redelivered task refits from the
+start, and with the same seed the fit is the same encoder (the same blob, bit for bit on one
+machine). Its single write (checkpoint, 1 of 1 steps, ``done``) is a compare-and-set on
+``running`` too, so a run cancelled while it fits stays cancelled.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update
@@ -21,9 +28,11 @@ from app.pretraining.models import Pretraining
 from app.projects.models import Project
 from worker.ml.device import resolve_device
 from worker.ml.models import build_model
+from worker.ml.patch_kmeans import PatchKMeansConfig, fit
+from worker.ml.run_encoders import KMEANS, kmeans_checkpoint
 from worker.ml.spec import ModelSpec
 from worker.ml.ssl import PretrainConfig, PretrainState, pretrain
-from worker.pipeline.common import dataset_of
+from worker.pipeline.common import dataset_of, pixels_of
 from worker.pipeline.runtime import Runtime
 from worker.pipeline.snapshot import ItemRefs, pool_refs
 
@@ -35,24 +44,24 @@ class PretrainingStopped(Exception):
     """The run was cancelled, or another task wrote its epoch first."""
 
 
+@dataclass(frozen=True)
+class Claim:
+    spec: ModelSpec
+    refs: ItemRefs
+    params: dict[str, Any]
+    checkpoint: str | None  # the last epoch's (SimCLR), if any
+
+
 def run_pretraining(rt: Runtime, run_id: int, only_queued: bool = False) -> str:
     """Run (or resume) pretraining run ``run_id``; returns what happened, for the log line.
     ``only_queued``: a re-send by the API's sweep, which must not take over a begun run."""
-    claimed = _claim(rt, run_id, only_queued)
-    if claimed is None:
+    claim = _claim(rt, run_id, only_queued)
+    if claim is None:
         return "nothing to do"
-    spec, refs, config, resume = claimed
     try:
-        model = build_model(spec, seed=config.seed)
-        state = pretrain(
-            model.body,
-            model.feature_dim,
-            dataset_of(rt, refs, spec),
-            config,
-            device=resolve_device(),
-            resume=resume,
-            on_epoch=lambda s: _record_epoch(rt, run_id, s),
-        )
+        if claim.params.get("method") == KMEANS:
+            return _patch_kmeans(rt, run_id, claim)
+        return _simclr(rt, run_id, claim)
     except PretrainingStopped as stop:
         log.info("pretraining %s stopped: %s", run_id, stop)
         return str(stop)
@@ -60,13 +69,63 @@ def run_pretraining(rt: Runtime, run_id: int, only_queued: bool = False) -> str:
         log.exception("pretraining %s failed", run_id)
         _finish(rt, run_id, PretrainingStatus.failed, error=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _simclr(rt: Runtime, run_id: int, claim: Claim) -> str:
+    params = claim.params
+    config = PretrainConfig(
+        epochs=int(params["epochs"]),
+        batch_size=int(params["batch_size"]),
+        lr=float(params["lr"]),
+        temperature=float(params["temperature"]),
+        seed=int(params["seed"]),
+    )
+    resume = PretrainState.from_bytes(rt.blobs.get(claim.checkpoint)) if claim.checkpoint else None
+    if resume is not None:
+        log.warning("pretraining %s resumes after epoch %d", run_id, resume.epochs_done)
+    model = build_model(claim.spec, seed=config.seed)
+    state = pretrain(
+        model.body,
+        model.feature_dim,
+        dataset_of(rt, claim.refs, claim.spec),
+        config,
+        device=resolve_device(),
+        resume=resume,
+        on_epoch=lambda s: _record_epoch(rt, run_id, s),
+    )
     _finish(rt, run_id, PretrainingStatus.done)
     return f"pretrained {state.epochs_done} epochs, loss {state.losses[-1]:.4f}"
 
 
-def _claim(
-    rt: Runtime, run_id: int, only_queued: bool
-) -> tuple[ModelSpec, ItemRefs, PretrainConfig, PretrainState | None] | None:
+def _patch_kmeans(rt: Runtime, run_id: int, claim: Claim) -> str:
+    """Fit on every pool image, decoded as cycles decode them; store config + buffers."""
+    params = claim.params
+    config = PatchKMeansConfig(
+        patch=int(params["patch"]),
+        centroids=int(params["centroids"]),
+        patches=int(params["patches"]),
+        iterations=int(params["iterations"]),
+    )
+    images = pixels_of(rt, claim.refs, claim.spec.input_shape)
+    encoder = fit(images, config, seed=int(params["seed"]))
+    sha256 = rt.blobs.put(kmeans_checkpoint(encoder, config))
+    with unit_of_work(rt.factory) as db:
+        written = db.execute(
+            update(Pretraining)
+            .where(Pretraining.id == run_id, Pretraining.status == PretrainingStatus.running)
+            .values(
+                epochs_done=1,
+                checkpoint_sha256=sha256,
+                status=PretrainingStatus.done,
+                finished_at=utcnow(),
+            )
+        ).rowcount  # type: ignore[attr-defined]
+    if written != 1:
+        raise PretrainingStopped(f"run {run_id} was cancelled while it fitted")
+    return f"fitted {encoder.feature_dim // 4} centroids on {len(images)} images"
+
+
+def _claim(rt: Runtime, run_id: int, only_queued: bool) -> Claim | None:
     """Mark the run running and read what it trains on, in one transaction."""
     with unit_of_work(rt.factory) as db:
         run = db.get(Pretraining, run_id, with_for_update=True)
@@ -77,7 +136,7 @@ def _claim(
         assert project is not None
         spec = ModelSpec.from_dict(project.model_spec)
         params: dict[str, Any] = dict(run.params)
-        if spec.body_key() != params["model"]:
+        if not _fits(spec, params):
             # Its checkpoint would fit no cycle of the project; say so rather than train.
             run.status, run.finished_at = PretrainingStatus.failed, utcnow()
             run.error = f"the project's model changed to {spec.body_key()} since the start"
@@ -87,18 +146,15 @@ def _claim(
         run.started_at = run.started_at or utcnow()
         refs = pool_refs(db, project)
         run.items = len(refs)
-        checkpoint = run.checkpoint_sha256
-    config = PretrainConfig(
-        epochs=int(params["epochs"]),
-        batch_size=int(params["batch_size"]),
-        lr=float(params["lr"]),
-        temperature=float(params["temperature"]),
-        seed=int(params["seed"]),
-    )
-    resume = PretrainState.from_bytes(rt.blobs.get(checkpoint)) if checkpoint else None
-    if resume is not None:
-        log.warning("pretraining %s resumes after epoch %d", run_id, resume.epochs_done)
-    return spec, refs, config, resume
+        return Claim(spec, refs, params, run.checkpoint_sha256)
+
+
+def _fits(spec: ModelSpec, params: dict[str, Any]) -> bool:
+    """SimCLR: the same body. k-means: the same image shape (the network may differ)."""
+    if params.get("method") == KMEANS:
+        shape = params["model"]["input_shape"]
+        return spec.input is None and list(spec.input_shape) == shape
+    return bool(spec.body_key() == params["model"])
 
 
 def _record_epoch(rt: Runtime, run_id: int, state: PretrainState) -> None:

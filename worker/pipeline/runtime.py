@@ -13,7 +13,7 @@ from app.core.blobs import BlobStore, open_blob_store
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_session_factory
 from app.core.tasks import TaskSender
-from worker.ml import backbones
+from worker.ml import backbones, run_encoders
 from worker.ml.tensor_cache import TensorCache
 
 
@@ -42,6 +42,7 @@ def build_runtime(settings: Settings) -> Runtime:
         },
         settings.backbone_cache,
     )
+    run_encoders.configure(blobs.get)  # a pretraining run used as a backbone: its checkpoint
     tensors = (
         TensorCache(settings.tensor_cache, settings.tensor_cache_bytes)
         if settings.tensor_cache_bytes > 0

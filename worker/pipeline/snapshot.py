@@ -20,8 +20,10 @@ from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from app.gold import repository as gold_labels
 from app.items.media import MEDIA_FLOAT32 as FEATURES_MEDIA
 from app.items.models import Item, ItemFeature
+from app.pretraining.models import Pretraining
 from app.projects.models import Project
 from app.queue.models import QueueEntry
+from worker.ml.spec import PRETRAINING_BACKBONE
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,10 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
     )
     spec = dict(project.model_spec)
     spec["num_classes"] = num_classes
+    init_checkpoint = cycle.pretraining_sha256
+    if (spec.get("hparams") or {}).get("backbone") == PRETRAINING_BACKBONE:
+        spec["hparams"] = _with_run(db, cycle, spec["hparams"])
+        init_checkpoint = None  # the run is the backbone, not a start for ``features``
     targets, used = _posterior_targets(db, project, labelled.ids, count_matrix, set(gold), blobs)
     return CycleInputs(
         cycle_id=cycle.id,
@@ -160,8 +166,18 @@ def load_inputs(db: Session, cycle: Cycle, blobs: BlobStore | None = None) -> Cy
         aggregation=used,
         labels_spent=project.labels_spent,
         votes=np.asarray(vote_rows, dtype=np.int64).reshape(-1, 3) if keep_voters else None,
-        init_checkpoint=cycle.pretraining_sha256,
+        init_checkpoint=init_checkpoint,
     )
+
+
+def _with_run(db: Session, cycle: Cycle, hparams: dict[str, Any]) -> dict[str, Any]:
+    """``backbone = "pretraining"``: the run recorded on the cycle when it was created (its
+    checkpoint and what it fitted), so the worker builds that encoder and no later run."""
+    run = db.get(Pretraining, cycle.pretraining_id) if cycle.pretraining_id else None
+    if run is None or cycle.pretraining_sha256 is None:
+        raise ValueError(f"cycle {cycle.id} uses a pretraining run as its backbone but has none")
+    model = run.params["model"]
+    return {**hparams, "pretraining": {"sha256": cycle.pretraining_sha256, "model": model}}
 
 
 def pool_refs(db: Session, project: Project) -> ItemRefs:
