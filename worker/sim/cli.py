@@ -6,16 +6,18 @@
     annoloop simulate --protocol tiny --mode api --url http://host:8000 --token T
     annoloop simulate --protocol cifar10h-clean-t2 --threads 1 --out clean-t2   # label cleaning
 
-Acquisition protocols: mnist, mnist-fast, tiny, and music-al (worker.sim.music_al: real crowd
-answers as the oracle; every registered strategy by default). A strategy the protocol's model
-cannot serve (learning_loss on an mlp) is skipped with the API's reason in
-results.json's meta.not_applicable. Label-cleaning protocols (direct mode only;
---strategies names the selectors random, oracle, ce_minus_entropy, joint and the out-of-sample
-ce_minus_entropy_oof, joint_oof): cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast,
-music-clean. music-aggregation runs worker.sim.aggregation's study on the music answers.
-music-mixed (worker.sim.mixed: one mixed queue vs separate budgets; --strategies names
-selectors, --cycles rounds) and music-adaptive (worker.sim.adaptive: labels per item;
---strategies names rules) run on the music answers too.
+Acquisition protocols: mnist, mnist-fast, tiny, music-al (worker.sim.music_al: real crowd
+answers as the oracle; every registered strategy by default) and music-al-exact (the same with
+true labels). A strategy the protocol's model cannot serve (learning_loss on an mlp) is skipped
+with the API's reason in results.json's meta.not_applicable.
+
+Label-cleaning protocols (direct mode only; --strategies names the selectors random, oracle,
+ce_minus_entropy, joint and the out-of-sample ce_minus_entropy_oof, joint_oof):
+cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast, music-clean. music-aggregation
+runs worker.sim.aggregation's study on the music answers. music-mixed (worker.sim.mixed: one
+mixed queue vs separate budgets; --strategies names selectors, --cycles rounds) and
+music-adaptive (worker.sim.adaptive: labels per item; --strategies names rules) run on the
+music answers too.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from worker.sim.music import MUSIC, MUSIC_PROTOCOLS
 from worker.sim.music_al import MUSIC_AL_PROTOCOLS
 from worker.sim.protocol import PROTOCOLS, Protocol, base_strategy, data_path, load_arrays
 from worker.sim.record import RunRecord
-from worker.sim.report import curves, plot, write_json
+from worker.sim.report import curves, markdown_table, plot, write_json
 
 ACQUISITION = {**PROTOCOLS, **MUSIC_AL_PROTOCOLS}
 CLEANING = {**CLEANING_PROTOCOLS, **MUSIC_PROTOCOLS}
@@ -207,9 +209,10 @@ def main(argv: Sequence[str]) -> int:
     meta["wall_s"] = time.perf_counter() - t0
     doc = write_json(runs, args.out / "results.json", meta)
     plot(runs, args.out / "accuracy", f"{proto.name} ({args.mode})")
+    (args.out / "results.md").write_text(markdown_table(doc))
     for strategy, area in doc["aubc"].items():
         print(f"AUBC {strategy}: {area['mean']:.4f} ± {area['std']:.4f}")
-    print(f"wrote {args.out}/results.json, accuracy.png, accuracy.svg")
+    print(f"wrote {args.out}/results.json, results.md, accuracy.png, accuracy.svg")
     return 0
 
 

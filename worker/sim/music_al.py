@@ -23,6 +23,9 @@ more songs with features and the true genre only. Decisions (issue 18's evidence
   ``margin+ceal`` (CEAL's pseudo-labels on margin, as on MNIST). A strategy the ``mlp`` cannot
   serve (``learning_loss``: no loss-prediction taps) is skipped with the API's 422 reason
   (``strategy_params.check_model_fits``) in ``results.json``'s ``meta.not_applicable``.
+
+``music-al-exact`` is the same protocol with the exact oracle (the pool song's true genre):
+what the strategies do on these songs when the labels are clean.
 """
 
 from __future__ import annotations
@@ -53,21 +56,26 @@ def _every_strategy() -> tuple[str, ...]:
     return ("random", *names, "margin+ceal")
 
 
+_MUSIC_AL = Protocol(
+    name="music-al",
+    data=MUSIC_AL_DATA,
+    pool_size=700,
+    test_size=300,
+    split_seed=0,  # unused: the file has its own split
+    initial_per_class=0,  # unused: initial_size draws uniformly
+    initial_size=20,
+    batch_size=20,
+    cycles=14,
+    model=_MLP,
+    candidates=None,
+    oracle="crowd",
+    strategies=_every_strategy(),
+    seeds=(0, 1, 2, 3, 4),
+)
+
 MUSIC_AL_PROTOCOLS: dict[str, Protocol] = {
-    "music-al": Protocol(
-        name="music-al",
-        data=MUSIC_AL_DATA,
-        pool_size=700,
-        test_size=300,
-        split_seed=0,  # unused: the file has its own split
-        initial_per_class=0,  # unused: initial_size draws uniformly
-        initial_size=20,
-        batch_size=20,
-        cycles=14,
-        model=_MLP,
-        candidates=None,
-        oracle="crowd",
-        strategies=_every_strategy(),
-        seeds=(0, 1, 2, 3, 4),
-    ),
+    "music-al": _MUSIC_AL,
+    # The reference for what the crowd's noise costs: the same songs, initial draws, model and
+    # seeds, but every label is the song's TRUE genre (as MNIST's exact oracle).
+    "music-al-exact": _MUSIC_AL.with_overrides(name="music-al-exact", oracle="exact"),
 }
