@@ -30,8 +30,14 @@ what the strategies do on these songs when the labels are clean.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
 from worker.ml.strategies import available_strategies
-from worker.sim.protocol import DataSource, Protocol
+from worker.sim.oracle import CrowdOracle
+from worker.sim.protocol import Arrays, DataSource, Protocol
 
 MUSIC_AL_DATA = DataSource(
     "../shared/data/music.npz",
@@ -79,3 +85,27 @@ MUSIC_AL_PROTOCOLS: dict[str, Protocol] = {
     # seeds, but every label is the song's TRUE genre (as MNIST's exact oracle).
     "music-al-exact": _MUSIC_AL.with_overrides(name="music-al-exact", oracle="exact"),
 }
+
+
+def acquired_noise(doc: Mapping[str, Any], arrays: Arrays) -> dict[str, dict[str, float]]:
+    """Per strategy, over the labelled acquisitions of every run in a ``results.json`` doc
+    (every cycle's queue but the last): the share of crowd labels that were wrong (the
+    oracle's answers replayed: each song is asked once, so draw 0) and the expected share,
+    1 - the song's share of answers on its true genre. Do uncertain picks get noisier labels?"""
+    n = len(arrays.labels) - arrays.fixed_test
+    assert arrays.counts is not None
+    counts, truth = arrays.counts[:n], arrays.labels[:n]
+    p_true = counts[np.arange(n), truth] / counts.sum(axis=1)
+    by: dict[str, list[tuple[float, float]]] = {}
+    for run in doc["runs"]:
+        oracle = CrowdOracle(arrays.labels, arrays.counts, run["seed"])
+        rows = [row for cycle in run["cycles"][:-1] for row in cycle["selected"]]
+        wrong = np.mean([oracle.answer(row) != truth[row] for row in rows])
+        by.setdefault(run["strategy"], []).append((float(wrong), float(1 - p_true[rows].mean())))
+    return {
+        s: {
+            "wrong": float(np.mean([w for w, _ in v])),
+            "expected": float(np.mean([e for _, e in v])),
+        }
+        for s, v in by.items()
+    }
