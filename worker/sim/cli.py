@@ -6,13 +6,18 @@
     annoloop simulate --protocol tiny --mode api --url http://host:8000 --token T
     annoloop simulate --protocol cifar10h-clean-t2 --threads 1 --out clean-t2   # label cleaning
 
-Acquisition protocols: mnist, mnist-fast, tiny. Label-cleaning protocols (direct mode only;
---strategies names the selectors random, oracle, ce_minus_entropy, joint and the out-of-sample
-ce_minus_entropy_oof, joint_oof): cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast,
-music-clean. music-aggregation runs worker.sim.aggregation's study on the music answers.
-music-mixed (worker.sim.mixed: one mixed queue vs separate budgets; --strategies names
-selectors, --cycles rounds) and music-adaptive (worker.sim.adaptive: labels per item;
---strategies names rules) run on the music answers too.
+Acquisition protocols: mnist, mnist-fast, tiny, music-al (worker.sim.music_al: real crowd
+answers as the oracle; every registered strategy by default) and music-al-exact (the same with
+true labels). A strategy the protocol's model cannot serve (learning_loss on an mlp) is skipped
+with the API's reason in results.json's meta.not_applicable.
+
+Label-cleaning protocols (direct mode only; --strategies names the selectors random, oracle,
+ce_minus_entropy, joint and the out-of-sample ce_minus_entropy_oof, joint_oof):
+cifar10h-clean-t2, cifar10h-clean-t10, cifar10h-clean-fast, music-clean. music-aggregation
+runs worker.sim.aggregation's study on the music answers. music-mixed (worker.sim.mixed: one
+mixed queue vs separate budgets; --strategies names selectors, --cycles rounds) and
+music-adaptive (worker.sim.adaptive: labels per item; --strategies names rules) run on the
+music answers too.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from worker.ml.strategy_params import ParamsError, check_model_fits
 from worker.sim.adaptive import ADAPTIVE_PROTOCOLS, main_adaptive
 from worker.sim.api import Server, local_server, run_api
 from worker.sim.cleaning import (
@@ -43,10 +49,19 @@ from worker.sim.cleaning import (
 from worker.sim.direct import run_direct
 from worker.sim.mixed import MIXED_PROTOCOLS, main_mixed
 from worker.sim.music import MUSIC, MUSIC_PROTOCOLS
-from worker.sim.protocol import PROTOCOLS, Arrays, Protocol, data_path, load_arrays
+from worker.sim.music_al import MUSIC_AL_PROTOCOLS
+from worker.sim.protocol import (
+    PROTOCOLS,
+    Arrays,
+    Protocol,
+    base_strategy,
+    data_path,
+    load_arrays,
+)
 from worker.sim.record import RunRecord
-from worker.sim.report import curves, plot, write_json
+from worker.sim.report import curves, markdown_table, plot, write_json
 
+ACQUISITION = {**PROTOCOLS, **MUSIC_AL_PROTOCOLS}
 CLEANING = {**CLEANING_PROTOCOLS, **MUSIC_PROTOCOLS}
 AGGREGATION = "music-aggregation"
 
@@ -71,7 +86,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--protocol",
         choices=[
-            *sorted(PROTOCOLS),
+            *sorted(ACQUISITION),
             *sorted(CLEANING),
             AGGREGATION,
             *sorted(MIXED_PROTOCOLS),
@@ -99,7 +114,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def protocol_from(args: argparse.Namespace) -> Protocol:
-    proto = PROTOCOLS[args.protocol]
+    proto = ACQUISITION[args.protocol]
     data = replace(proto.data, path=args.data) if args.data else None
     return proto.with_overrides(
         strategies=args.strategies,
@@ -119,6 +134,21 @@ def _earlier_runs(path: Path, proto: Protocol) -> tuple[list[RunRecord], float]:
     runs = [RunRecord.from_json(r) for r in doc["runs"]]
     wanted = set(proto.strategies)
     return [r for r in runs if r.strategy in wanted], float(doc["meta"].get("wall_s", 0.0))
+
+
+def not_applicable(proto: Protocol) -> dict[str, str]:
+    """Strategy -> why the protocol's model cannot serve it: the reason the API gives with its
+    422 at cycle creation (``check_model_fits``). An unknown name is not caught here: it fails
+    as an error (ParamsError without a key)."""
+    out: dict[str, str] = {}
+    for strategy in proto.strategies:
+        try:
+            check_model_fits("acquire", base_strategy(strategy), proto.model)
+        except ParamsError as exc:
+            if exc.key is None:
+                raise SystemExit(str(exc)) from None
+            out[strategy] = str(exc)
+    return out
 
 
 @contextmanager
@@ -157,6 +187,19 @@ def main(argv: Sequence[str]) -> int:
     done = {(r.strategy, r.seed) for r in runs}
     t0 = time.perf_counter() - earlier_s  # wall_s counts the earlier process's time too
     meta: dict[str, object] = {"protocol": proto.name, "mode": args.mode, "model": proto.model}
+    meta.update(
+        data=proto.data.path,
+        oracle=proto.oracle,
+        initial=proto.initial_size or f"{proto.initial_per_class} per class",
+        batch_size=proto.batch_size,
+        cycles=proto.cycles,
+        candidates=proto.candidates,
+    )
+    skipped = not_applicable(proto)
+    if skipped:
+        meta["not_applicable"] = skipped
+    for strategy, reason in skipped.items():
+        print(f"{strategy}: not applicable: {reason}", flush=True)
     with ExitStack() as stack:
         if args.mode == "api":
             server = stack.enter_context(_server(args))
@@ -164,7 +207,7 @@ def main(argv: Sequence[str]) -> int:
         # every strategy's results for the seeds it completed.
         for seed in proto.seeds:
             for strategy in proto.strategies:
-                if (strategy, seed) in done:
+                if (strategy, seed) in done or strategy in skipped:
                     continue
                 if args.mode == "api":
                     run = run_api(server, proto, strategy, seed, arrays)
@@ -178,9 +221,10 @@ def main(argv: Sequence[str]) -> int:
     meta["wall_s"] = time.perf_counter() - t0
     doc = write_json(runs, args.out / "results.json", meta)
     plot(runs, args.out / "accuracy", f"{proto.name} ({args.mode})")
+    (args.out / "results.md").write_text(markdown_table(doc))
     for strategy, area in doc["aubc"].items():
         print(f"AUBC {strategy}: {area['mean']:.4f} ± {area['std']:.4f}")
-    print(f"wrote {args.out}/results.json, accuracy.png, accuracy.svg")
+    print(f"wrote {args.out}/results.json, results.md, accuracy.png, accuracy.svg")
     return 0
 
 

@@ -27,12 +27,16 @@ class CrowdOracle(Oracle):
 
     def __init__(self, labels: np.ndarray, counts: np.ndarray, seed: int) -> None:
         super().__init__(labels)
-        self.probs = np.asarray(counts, dtype=np.float64)
-        self.probs = self.probs / self.probs.sum(axis=1, keepdims=True)
+        counts = np.asarray(counts, dtype=np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        # Rows without votes (a file's own test rows) get no distribution: asking them is a bug.
+        self.probs = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         self.seed = seed
         self.asked: defaultdict[int, int] = defaultdict(int)
 
     def answer(self, row: int) -> int:
+        if not self.probs[row].any():
+            raise ValueError(f"row {row} has no crowd answers to draw from")
         k = self.asked[row]
         self.asked[row] += 1
         rng = np.random.default_rng([self.seed, row, k])

@@ -29,6 +29,11 @@ class DataSource:
     # they are tallied into (N, C) votes, C = the highest class in answers or labels + 1
     answers: bool = False
     standardise: bool = False  # float features: subtract each column's mean, divide by its std
+    # The file's own test set, in arrays of its own (music.npz's X_test / y_test): appended
+    # after the train rows, which are then the whole pool; standardised with the train rows'
+    # mean and std (what a user knows when the model is fitted); never asked for votes.
+    test_images: str | None = None
+    test_labels: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Arrays:
     images: np.ndarray
     labels: np.ndarray  # (N,) int64
     counts: np.ndarray | None  # (N, C) int64 or None
+    fixed_test: int = 0  # the last rows are the file's own test set (DataSource.test_images)
 
 
 def data_path(path: str) -> Path:
@@ -64,9 +70,22 @@ def load_arrays(source: DataSource) -> Arrays:
     if counts is not None and source.answers:
         counts = tally(counts, int(max(counts.max(), labels.max())) + 1)
     images = data[source.images]
+    if source.test_images is None:
+        return Arrays(standardised(images) if source.standardise else images, labels, counts)
+    if source.test_labels is None:
+        raise ValueError("DataSource.test_images needs test_labels")
+    test = data[source.test_images]
+    test_labels = data[source.test_labels].astype(np.int64)
     if source.standardise:
-        images = standardised(images)
-    return Arrays(images, labels, counts)
+        images, test = standardised(images), standardised(test, reference=images)
+    if counts is not None:  # the test rows have no votes: the oracle refuses to answer them
+        counts = np.concatenate([counts, np.zeros((len(test), counts.shape[1]), np.int64)])
+    return Arrays(
+        np.concatenate([images, test]),
+        np.concatenate([labels, test_labels]),
+        counts,
+        fixed_test=len(test),
+    )
 
 
 def tally(answers: np.ndarray, num_classes: int) -> np.ndarray:
@@ -80,11 +99,14 @@ def tally(answers: np.ndarray, num_classes: int) -> np.ndarray:
     return counts
 
 
-def standardised(features: np.ndarray) -> np.ndarray:
-    """(N, D) -> (N, D) float32, each column at mean 0 and std 1 (constant columns at 0)."""
+def standardised(features: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) -> (N, D) float32, each column shifted by the mean and divided by the std of
+    ``reference`` (default: ``features`` itself, which then lands at mean 0, std 1); constant
+    columns divide by 1."""
     x = np.asarray(features, dtype=np.float64)
-    std = x.std(axis=0)
-    return ((x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
+    ref = x if reference is None else np.asarray(reference, dtype=np.float64)
+    std = ref.std(axis=0)
+    return ((x - ref.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,9 @@ class Protocol:
     oracle: str = "exact"  # "exact" (true label) or "crowd" (a draw from data.counts)
     strategies: tuple[str, ...] = ("random", "entropy")
     seeds: tuple[int, ...] = (0,)
+    # Draw this many initial pool rows uniformly with the run seed instead of
+    # ``initial_per_class`` per TRUE class: a user with crowd labels has no truth to stratify by.
+    initial_size: int | None = None
 
     def with_overrides(self, **changes: Any) -> Protocol:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -143,10 +168,11 @@ class Setup:
 def setup(protocol: Protocol, seed: int, arrays: Arrays | None = None) -> Setup:
     arrays = arrays if arrays is not None else load_arrays(protocol.data)
     n = len(arrays.labels)
-    if protocol.pool_size + protocol.test_size > n:
-        raise ValueError(f"{protocol.name}: pool + test exceed the {n} items of the data file")
-    pool, test = split(protocol, n)
+    pool, test = split(protocol, n, arrays.fixed_test)
     rng = np.random.default_rng([seed, 1])  # keyed by the run seed, apart from cycle seeds
+    if protocol.initial_size is not None:
+        drawn = rng.choice(pool, size=min(protocol.initial_size, len(pool)), replace=False)
+        return Setup(pool, test, np.sort(drawn.astype(np.int64)), arrays)
     initial = []
     for c in range(protocol.num_classes):
         members = pool[arrays.labels[pool] == c]
@@ -155,11 +181,21 @@ def setup(protocol: Protocol, seed: int, arrays: Arrays | None = None) -> Setup:
     return Setup(pool, test, np.sort(np.asarray(initial, dtype=np.int64)), arrays)
 
 
-def split(protocol: Protocol, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pool rows, test rows), each sorted, of a data file of ``n`` items."""
+def split(protocol: Protocol, n: int, fixed_test: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) rows: the file's own split when it has one, else a seeded random split."""
+    if fixed_test:
+        if (protocol.pool_size, protocol.test_size) != (n - fixed_test, fixed_test):
+            raise ValueError(
+                f"{protocol.name}: the data file's split is {n - fixed_test} / {fixed_test}, "
+                f"the protocol says {protocol.pool_size} / {protocol.test_size}"
+            )
+        return np.arange(n - fixed_test), np.arange(n - fixed_test, n)
+    if protocol.pool_size + protocol.test_size > n:
+        raise ValueError(f"{protocol.name}: pool + test exceed the {n} items of the data file")
     perm = np.random.default_rng(protocol.split_seed).permutation(n)
     pool = np.sort(perm[: protocol.pool_size])
-    return pool, np.sort(perm[protocol.pool_size : protocol.pool_size + protocol.test_size])
+    test = np.sort(perm[protocol.pool_size : protocol.pool_size + protocol.test_size])
+    return pool, test
 
 
 def cycle_seed(seed: int, cycle: int) -> int:

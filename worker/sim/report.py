@@ -108,3 +108,50 @@ def plot(
         fig.savefig(p, dpi=120, metadata={"Date": None} if p.suffix == ".svg" else None)
     plt.close(fig)
     return paths
+
+
+def markdown_table(doc: Mapping[str, Any]) -> str:
+    """The acquisition results of ``write_json``'s ``doc`` as a markdown table, best AUBC
+    first: AUBC mean ± std over seeds; AUBC minus random's on the same seed, mean ± std (the
+    runs of a seed share the initial labels, so the pairing removes the start's spread);
+    accuracy at the first, middle and last label count; seconds per cycle (train + evaluate +
+    score, mean over every cycle of every run)."""
+    areas = _areas_by_seed(doc["runs"])
+    base = areas.get("random", {})
+    rows = []
+    for strategy, c in doc["curves"].items():
+        labels, mean, std = c["labels"], c["mean"], c["std"]
+        at = [0, len(labels) // 2, len(labels) - 1]
+        cycles = [cy for r in doc["runs"] if r["strategy"] == strategy for cy in r["cycles"]]
+        per_cycle = np.mean([sum(cy["timings"].get(k, 0.0) for k in _STEPS) for cy in cycles])
+        diffs = [a - base[seed] for seed, a in areas[strategy].items() if seed in base]
+        paired = f"{np.mean(diffs):+.4f} ± {np.std(diffs):.4f}" if diffs else "-"
+        rows.append(
+            (
+                -c["aubc"][0],
+                f"| {strategy} | {len(c['seeds'])} | {c['aubc'][0]:.4f} ± {c['aubc'][1]:.4f} | "
+                f"{paired} | "
+                + " | ".join(f"{mean[i]:.3f} ± {std[i]:.3f}" for i in at)
+                + f" | {per_cycle:.2f} |",
+            )
+        )
+    first = doc["curves"][next(iter(doc["curves"]))]["labels"] if doc["curves"] else [0.0] * 3
+    picks = [first[0], first[len(first) // 2], first[-1]]
+    head = (
+        "| strategy | seeds | AUBC (mean ± std) | AUBC - random (paired) | "
+        + " | ".join(f"accuracy at {int(v)}" for v in picks)
+        + " | s per cycle |\n|"
+        + " --- |" * 8
+    )
+    return "\n".join([head, *(row for _, row in sorted(rows))]) + "\n"
+
+
+def _areas_by_seed(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
+    out: defaultdict[str, dict[int, float]] = defaultdict(dict)
+    for r in runs:
+        labels = [c["labels"] for c in r["cycles"]]
+        out[r["strategy"]][int(r["seed"])] = aubc(labels, [c["accuracy"] for c in r["cycles"]])
+    return out
+
+
+_STEPS = ("train_s", "evaluate_s", "score_s")
