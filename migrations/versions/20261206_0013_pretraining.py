@@ -7,9 +7,14 @@ Create Date: 2026-12-06
 A SimCLR run trains a project's model body on its unlabelled pool; its per-epoch checkpoint
 (a resumable state in the blob store) is what a cycle with ``hparams.init = "pretraining"``
 starts ``features`` from, and the cycle records which run and checkpoint that was.
+
+SQLite rebuilds ``cycle`` to add its columns, which drops the webhook triggers of 0011; they
+are created again after each rebuild (0011's own text, so the triggers stay what it made).
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,6 +25,18 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+def _recreate_webhook_triggers() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    path = Path(__file__).with_name("20261205_0011_webhooks.py")
+    spec = importlib.util.spec_from_file_location("annoloop_migration_0011", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.create_sqlite_triggers()
 
 
 def upgrade() -> None:
@@ -70,6 +87,7 @@ def upgrade() -> None:
             ["pretraining_id"],
             ["id"],
         )
+    _recreate_webhook_triggers()
 
 
 def downgrade() -> None:
@@ -79,6 +97,7 @@ def downgrade() -> None:
         )
         batch_op.drop_column("pretraining_sha256")
         batch_op.drop_column("pretraining_id")
+    _recreate_webhook_triggers()
     with op.batch_alter_table("pretraining") as batch_op:
         batch_op.drop_index(op.f("ix_pretraining_project_id"))
     op.drop_table("pretraining")

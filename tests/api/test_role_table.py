@@ -99,6 +99,10 @@ def _w(w: World) -> dict[str, int]:
     return {"project_id": w.project, "webhook_id": w.webhook}
 
 
+def _no_run(w: World) -> dict[str, int]:
+    return {"project_id": w.project, "run_id": 999_999}
+
+
 def _i(w: World) -> dict[str, int]:
     return {"item_id": w.item}
 
@@ -201,6 +205,19 @@ TABLE: dict[tuple[str, str], Call] = {
         ENGINEER_READ, _p, lambda w: {"json": [{"external_id": "x0", "class_index": 1}]}
     ),
     ("GET", f"{V1}/projects/{{project_id}}/gold"): Call(ENGINEER_READ, _p),
+    # Pretraining holds a train worker for a long time: engineers only. Allowed callers get
+    # past authorization to the pool check (one item; SimCLR needs two: 422) or to the lookup
+    # of a run that does not exist (404).
+    ("POST", f"{V1}/projects/{{project_id}}/pretraining"): Call(
+        Row(422, 422, 403, 403, 401), _p, lambda w: {"json": {}}
+    ),
+    ("GET", f"{V1}/projects/{{project_id}}/pretraining"): Call(ENGINEER_READ, _p),
+    ("GET", f"{V1}/projects/{{project_id}}/pretraining/{{run_id}}"): Call(
+        Row(404, 404, 403, 403, 401), _no_run
+    ),
+    ("POST", f"{V1}/projects/{{project_id}}/pretraining/{{run_id}}/cancel"): Call(
+        Row(404, 404, 403, 403, 401), _no_run
+    ),
     # Webhooks call out of the server with the project's events: engineers only.
     ("POST", f"{V1}/projects/{{project_id}}/webhooks"): Call(
         Row(201, 201, 403, 403, 401),
