@@ -91,6 +91,9 @@ def test_sigterm_lets_the_running_cycle_finish(tmp_path: Path) -> None:
                 "ANNOLOOP_BROKER_URL": broker,
                 "ANNOLOOP_RESULT_BACKEND": broker,
                 "ANNOLOOP_LOG_FORMAT": "json",
+                # Two torch threads beside any other busy process ran 13x slower in CI (147 s
+                # against 11 s alone); one thread keeps the training short and steady.
+                "OMP_NUM_THREADS": "1",
             }
         )
         log = tmp_path / "worker.log"
