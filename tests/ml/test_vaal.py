@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.init as init
 
+from tests.shared_data import load_shared
 from worker.ml.data import TensorPool
 from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
@@ -413,11 +414,7 @@ def test_it_selects_from_real_digits() -> None:
     scale (~100 iterations, a 4-wide VAE) the adversarial game does not separate the unseen
     classes (measured: 8 of the top 20 are 7s and 8s with the official adversary weight; 13
     with ``adversary_param=0``; chance 10), where the paper trains ~39,000 iterations."""
-    path = "/work/shared/data/mnist10k.npz"
-    try:
-        data = np.load(path)
-    except FileNotFoundError:
-        pytest.skip(f"{path} not present")
+    data = load_shared("mnist10k.npz")
     images, labels = data["images"], data["labels"]
     rng = np.random.default_rng(0)
     seen = rng.permutation(np.flatnonzero(labels <= 1))
