@@ -297,6 +297,7 @@ class PretrainingCreate(TypedDict):
     centroids: NotRequired[int | None]
     patches: NotRequired[int | None]
     iterations: NotRequired[int | None]
+    architecture: NotRequired[Literal["small_cnn", "resnet18"] | None]
     seed: NotRequired[int | None]
 
 

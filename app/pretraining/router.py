@@ -16,7 +16,8 @@ def start_pretraining(
     project_id: IdPath, body: PretrainingCreate, db: DbSession, actor: Engineer
 ) -> PretrainingOut:
     """Queue a SimCLR or patch k-means run on the project's pool (one queued or running per
-    project: 409)."""
+    project: 409). SimCLR for a ``pretrained`` model names the body it trains
+    (``architecture``)."""
     project = projects.get_for_engineer(db, actor, project_id)
     return PretrainingOut.model_validate(service.start(db, actor, project, body))
 

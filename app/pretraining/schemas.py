@@ -18,7 +18,12 @@ MAX_PATCHES = 400_000
 MAX_ITERATIONS = 100
 
 Method = Literal["simclr", "patch_kmeans"]
+# The image bodies a SimCLR run can train for a ``pretrained`` project, which has none of its
+# own (``ModelSpec.body_key`` at the project's image shape).
+Architecture = Literal["small_cnn", "resnet18"]
 SIMCLR_DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 128, "lr": 1e-3, "temperature": 0.5}
+# SimCLR settings with no default, kept out of ``params`` (the architecture is ``model``).
+SIMCLR_ONLY: dict[str, Any] = {"architecture": None}
 KMEANS_DEFAULTS: dict[str, Any] = {
     "patch": 6,
     "centroids": 800,
@@ -37,8 +42,9 @@ class PretrainingCreate(BaseModel):
     method: Method = Field(
         "simclr",
         description="simclr: contrastive training of the model's body (epochs, batch_size, "
-        "lr, temperature). patch_kmeans: k-means on whitened image patches (patch, centroids, "
-        "patches, iterations), minutes on a CPU; image projects only.",
+        "lr, temperature; architecture for a pretrained model). patch_kmeans: k-means on "
+        "whitened image patches (patch, centroids, patches, iterations), minutes on a CPU; "
+        "image projects only.",
     )
     # SimCLR (defaults in SIMCLR_DEFAULTS)
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="simclr; default 20.")
@@ -68,16 +74,24 @@ class PretrainingCreate(BaseModel):
     iterations: int | None = Field(
         None, ge=1, le=MAX_ITERATIONS, description="patch_kmeans: Lloyd rounds; default 10."
     )
+    architecture: Architecture | None = Field(
+        None,
+        description="simclr: the body to train at the project's image shape. Required when "
+        "the project's model is `pretrained` (it has no body of its own; a `backbone: "
+        '"pretraining"` project then uses the run frozen); otherwise it may only name the '
+        "project's own model.",
+    )
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Default: the project's.")
 
     @model_validator(mode="after")
     def _one_method(self) -> PretrainingCreate:
-        other = KMEANS_DEFAULTS if self.method == "simclr" else SIMCLR_DEFAULTS
+        other = KMEANS_DEFAULTS if self.method == "simclr" else {**SIMCLR_DEFAULTS, **SIMCLR_ONLY}
         given = sorted(set(other) & self.model_fields_set)
         if given:
+            own = [*self.defaults(), *(SIMCLR_ONLY if self.method == "simclr" else ())]
             raise ValueError(
                 f"{given[0]}: not a setting of method {self.method!r} (its settings: "
-                f"{', '.join(self.defaults())}, seed)"
+                f"{', '.join(own)}, seed)"
             )
         return self
 
@@ -100,7 +114,9 @@ class PretrainingOut(BaseModel):
     status: PretrainingStatus
     params: dict[str, Any] = Field(
         description="The method, its settings, the seed, and ``model``: the architecture it "
-        "trained (SimCLR: the model's body; patch_kmeans: the image shape it was fitted on)."
+        "trained (SimCLR: the body key, the project's model's or the requested "
+        "``architecture`` at the project's image shape; patch_kmeans: the image shape it was "
+        "fitted on)."
     )
     epochs_done: int
     losses: list[float] = Field(description="Mean NT-Xent loss of each epoch done (SimCLR).")

@@ -33,8 +33,7 @@ def start(
     if body.method == KMEANS:
         params["model"] = _kmeans_model(db, project, spec, params)
     else:
-        _check_simclr(spec)
-        params["model"] = spec.body_key()
+        params["model"] = _simclr_model(spec, body.architecture)
     repository.lock_project(db, project.id)  # a concurrent start waits here
     running = repository.active(db, project.id)
     if running is not None:
@@ -74,13 +73,36 @@ def start(
     return run
 
 
-def _check_simclr(spec: ModelSpec) -> None:
-    if spec.name == "pretrained":
+def _simclr_model(spec: ModelSpec, architecture: str | None) -> dict[str, Any]:
+    """The body a SimCLR run trains, recorded as its ``model`` (``ModelSpec.body_key``): the
+    project's own, or for a ``pretrained`` project (which has none) the requested
+    ``architecture`` at its image shape, which ``backbone: "pretraining"`` then uses."""
+    if spec.name != "pretrained":
+        if architecture is not None and architecture != spec.name:
+            raise Unprocessable(
+                f"architecture: a SimCLR run trains the project's own {spec.name} body; "
+                f"{architecture!r} is only for a project whose model is pretrained",
+                code="invalid_params",
+                detail={"key": "architecture"},
+            )
+        return spec.body_key()
+    if architecture is None:
         raise Unprocessable(
-            "the project's model is a pretrained backbone; SimCLR trains small_cnn, resnet18 "
-            "or mlp bodies (method patch_kmeans needs only images)",
-            code="pretraining_unsupported",
+            "architecture: the project's model is a pretrained backbone, which has no body "
+            "of its own to train; name the body SimCLR trains at its image shape "
+            "(small_cnn or resnet18), or use method patch_kmeans",
+            code="invalid_params",
+            detail={"key": "architecture"},
         )
+    try:
+        body = ModelSpec.from_dict(
+            {"name": architecture, "input_shape": list(spec.input_shape), "num_classes": 2}
+        )
+    except ValueError as exc:
+        raise Unprocessable(
+            f"architecture: {exc}", code="invalid_params", detail={"key": "architecture"}
+        ) from exc
+    return body.body_key()
 
 
 def _kmeans_model(

@@ -141,10 +141,9 @@ def test_a_frozen_pretraining_backbone_uses_the_latest_fitting_run(
     r = app_client.post(cycles, json={}, headers=h)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "no_pretraining"
-    # SimCLR trains a model's body, and this model has none of its own.
-    assert _start(app_client, accounts, pid, {}).json()["error"]["code"] == (
-        "pretraining_unsupported"
-    )
+    # SimCLR trains a model's body, and this model has none of its own: it must name one.
+    r = _start(app_client, accounts, pid, {})
+    assert (r.status_code, r.json()["error"]["detail"]) == (422, {"key": "architecture"})
     first = _start(app_client, accounts, pid, KMEANS).json()
     _finish(factory, first["id"], "aa" * 32)
     second = _start(app_client, accounts, pid, KMEANS).json()
@@ -191,3 +190,58 @@ def test_the_resolved_run_is_not_the_projects_to_set(
     r = app_client.post("/api/v1/projects", json=body, headers=accounts.h("engineer"))
     assert r.status_code == 422, r.text
     assert "hparams.pretraining" in r.json()["error"]["message"]
+
+
+def test_a_simclr_run_of_a_named_body_serves_a_frozen_backbone(
+    app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
+) -> None:
+    pid = _project(app_client, accounts, FROZEN)
+    r = _start(app_client, accounts, pid, {"epochs": 2, "architecture": "small_cnn"})
+    assert r.status_code == 202, r.text
+    run = r.json()
+    assert run["method"] == "simclr"
+    # The body key a small_cnn project of this shape records: what cycles rebuild.
+    assert run["params"]["model"] == {"name": "small_cnn", "input_shape": [1, 28, 28]}
+    assert "architecture" not in run["params"]
+    _finish(factory, run["id"], "ab" * 32)
+    r = app_client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=accounts.h("engineer"))
+    assert r.status_code == 202, r.text
+    assert (r.json()["pretraining_id"], r.json()["pretraining_sha256"]) == (run["id"], "ab" * 32)
+
+
+@pytest.mark.parametrize(
+    ("spec", "body"),
+    [
+        (FROZEN, {}),  # a pretrained model has no body to train
+        (FROZEN, {"architecture": "mlp"}),  # not an image body
+        (FROZEN, {"architecture": "vit"}),
+        (FROZEN, {**KMEANS, "architecture": "small_cnn"}),  # SimCLR's only
+        (SMALL_CNN, {"architecture": "resnet18"}),  # not the project's body
+        ({"name": "mlp", "input_shape": [8]}, {"architecture": "small_cnn"}),
+    ],
+)
+def test_a_bad_architecture_is_a_422_naming_it_and_stores_nothing(
+    app_client: TestClient,
+    accounts: Accounts,
+    factory: sessionmaker[Session],
+    spec: dict[str, Any],
+    body: dict[str, Any],
+) -> None:
+    if spec["name"] == "mlp":  # no pool: the architecture is refused before it is counted
+        pid = int(create_project(app_client, accounts, model_spec=spec)["id"])
+    else:
+        pid = _project(app_client, accounts, spec)
+    before = row_counts(factory)
+    r = _start(app_client, accounts, pid, body)
+    assert r.status_code == 422, r.text
+    assert "architecture" in r.json()["error"]["message"]
+    assert row_counts(factory) == before
+
+
+def test_the_projects_own_architecture_may_be_named(
+    app_client: TestClient, accounts: Accounts
+) -> None:
+    pid = _project(app_client, accounts, SMALL_CNN)
+    r = _start(app_client, accounts, pid, {"architecture": "small_cnn"})
+    assert r.status_code == 202, r.text
+    assert r.json()["params"]["model"] == {"name": "small_cnn", "input_shape": [1, 28, 28]}

@@ -89,14 +89,18 @@ def _simclr_body(model: dict[str, Any], data: bytes) -> tuple[nn.Module, int]:
     from worker.ml.models import build_model
     from worker.ml.ssl import encoder_state
 
+    classifier = build_model(body_spec(model), seed=0)
+    classifier.body.load_state_dict(encoder_state(data))
+    return classifier.body, classifier.feature_dim
+
+
+def body_spec(model: dict[str, Any]) -> ModelSpec:
+    """A spec whose ``body_key()`` is ``model`` (a SimCLR run's record); its head is a stub."""
     hparams = {"hidden_sizes": model["hidden_sizes"]} if "hidden_sizes" in model else {}
-    spec = ModelSpec.from_dict(
+    return ModelSpec.from_dict(
         {"name": model["name"], "input_shape": model["input_shape"], "num_classes": 2}
         | {"hparams": hparams}
     )
-    classifier = build_model(spec, seed=0)
-    classifier.body.load_state_dict(encoder_state(data))
-    return classifier.body, classifier.feature_dim
 
 
 def describe_spec(spec: ModelSpec) -> tuple[int, str]:

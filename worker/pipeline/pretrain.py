@@ -29,7 +29,7 @@ from app.projects.models import Project
 from worker.ml.device import resolve_device
 from worker.ml.models import build_model
 from worker.ml.patch_kmeans import PatchKMeansConfig, fit
-from worker.ml.run_encoders import KMEANS, kmeans_checkpoint
+from worker.ml.run_encoders import KMEANS, body_spec, kmeans_checkpoint
 from worker.ml.spec import ModelSpec
 from worker.ml.ssl import PretrainConfig, PretrainState, pretrain
 from worker.pipeline.common import dataset_of, pixels_of
@@ -83,11 +83,14 @@ def _simclr(rt: Runtime, run_id: int, claim: Claim) -> str:
     resume = PretrainState.from_bytes(rt.blobs.get(claim.checkpoint)) if claim.checkpoint else None
     if resume is not None:
         log.warning("pretraining %s resumes after epoch %d", run_id, resume.epochs_done)
-    model = build_model(claim.spec, seed=config.seed)
+    # A pretrained project has no body: the run trains the one it recorded. Any other trains
+    # the project's own spec, whose class count can change the body's seeded init (resnet18).
+    spec = body_spec(params["model"]) if claim.spec.name == "pretrained" else claim.spec
+    model = build_model(spec, seed=config.seed)
     state = pretrain(
         model.body,
         model.feature_dim,
-        dataset_of(rt, claim.refs, claim.spec),
+        dataset_of(rt, claim.refs, spec),
         config,
         device=resolve_device(),
         resume=resume,
@@ -150,10 +153,13 @@ def _claim(rt: Runtime, run_id: int, only_queued: bool) -> Claim | None:
 
 
 def _fits(spec: ModelSpec, params: dict[str, Any]) -> bool:
-    """SimCLR: the same body. k-means: the same image shape (the network may differ)."""
+    """SimCLR: the same body, or (a pretrained model, which has none) images of its shape.
+    k-means: the same image shape (the network may differ)."""
+    shape = params["model"]["input_shape"]
     if params.get("method") == KMEANS:
-        shape = params["model"]["input_shape"]
         return spec.input is None and list(spec.input_shape) == shape
+    if spec.name == "pretrained":
+        return list(spec.input_shape) == shape
     return bool(spec.body_key() == params["model"])
 
 
