@@ -52,6 +52,10 @@ class CachedBlobStore:
     def exists(self, sha256: str) -> bool:
         return self.cache.exists(sha256) or self.origin.exists(sha256)
 
+    def delete(self, sha256: str) -> None:
+        self.origin.delete(sha256)
+        self.cache.delete(sha256)  # this host's copy; other hosts' age out of their caps
+
     def check(self) -> None:
         self.origin.check()
 

@@ -112,6 +112,12 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise self._failure(exc, "look up a blob in") from exc
 
+    def delete(self, sha256: str) -> None:
+        try:  # S3 answers a missing key with success too
+            self._client().delete_object(Bucket=self.bucket, Key=self.key(sha256))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure(exc, "delete a blob from") from exc
+
     def check(self) -> None:
         try:
             self._client(quick=True).head_bucket(Bucket=self.bucket)

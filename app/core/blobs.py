@@ -65,6 +65,11 @@ class BlobStore(Protocol):
 
     def exists(self, sha256: str) -> bool: ...
 
+    def delete(self, sha256: str) -> None:
+        """Remove the blob (a missing one is no error). A name may be shared by every writer
+        of the same bytes: the caller deletes only a blob nothing references any more."""
+        ...
+
     def check(self) -> None:
         """Cheap reachability check for /healthz; raises :class:`BlobStoreUnavailable`."""
         ...
@@ -127,6 +132,9 @@ class LocalBlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)
 
     def check(self) -> None:
         # A folder that is not there yet is fine: the first put creates it.

@@ -17,8 +17,9 @@ class Pretraining(Base):
     ``params`` holds the request (epochs, batch_size, lr, temperature, seed) and the
     architecture it trained (``model``: the body key of the project's model at the start, or
     of the requested ``architecture`` for a ``pretrained`` project), so a checkpoint is only
-    used by a model it fits. ``checkpoint_sha256`` is the blob-store key of
-    the latest epoch's resumable state (``worker.ml.ssl.PretrainState``).
+    used by a model it fits. ``checkpoint_sha256`` is the blob-store key of the latest epoch's
+    resumable state (``worker.ml.ssl.PretrainState``); an earlier epoch's blob is deleted once
+    a later one is recorded.
     """
 
     __tablename__ = "pretraining"

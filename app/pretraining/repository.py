@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.enums import PretrainingStatus, Split
+from app.cycles.models import Cycle
 from app.items.models import Item
 from app.pretraining.models import Pretraining
 from app.projects.models import Project
@@ -59,3 +60,11 @@ def pool_items(db: Session, project_id: int, media_type: str | None = None) -> i
     if media_type is not None:
         stmt = stmt.where(Item.media_type == media_type)
     return int(db.scalar(stmt) or 0)
+
+
+def checkpoint_in_use(db: Session, sha256: str) -> bool:
+    """Whether a run or a cycle names this checkpoint blob (names are content hashes, so two
+    writers of the same bytes share one)."""
+    run = select(Pretraining.id).where(Pretraining.checkpoint_sha256 == sha256).limit(1)
+    cycle = select(Cycle.id).where(Cycle.pretraining_sha256 == sha256).limit(1)
+    return db.scalar(run) is not None or db.scalar(cycle) is not None

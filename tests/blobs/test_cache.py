@@ -57,6 +57,16 @@ def test_writes_go_to_the_origin_and_stay_readable_locally(tmp_path: Path) -> No
     assert origin.reads[sha] == 0
 
 
+def test_a_delete_removes_the_blob_and_the_local_copy(tmp_path: Path) -> None:
+    origin = Counting(tmp_path / "origin")
+    cached = CachedBlobStore(origin, tmp_path / "cache", max_bytes=1 << 20)
+    sha = cached.put(b"a superseded checkpoint")
+    cached.delete(sha)
+    assert not origin.exists(sha)
+    assert not cached.cache.exists(sha)
+    assert not cached.exists(sha)
+
+
 def test_the_copy_stays_under_its_cap_oldest_out_first(tmp_path: Path) -> None:
     origin = Counting(tmp_path / "origin")
     shas = [origin.put(os.urandom(1000)) for _ in range(30)]

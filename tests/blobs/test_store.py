@@ -56,6 +56,18 @@ def test_every_store_lays_blobs_out_the_same_way(
     assert _names(store, request) == [f"{s[:2]}/{s[2:4]}/{s}" for s in shas]
 
 
+def test_a_deleted_blob_is_gone_and_deleting_again_is_no_error(
+    store: BlobStore, request: pytest.FixtureRequest
+) -> None:
+    kept, gone = store.put(b"kept"), store.put(b"gone")
+    store.delete(gone)
+    assert not store.exists(gone)
+    with pytest.raises(BlobNotFound):
+        store.get(gone)
+    store.delete(gone)
+    assert _names(store, request) == [blob_key(kept)]
+
+
 def test_a_missing_blob_is_a_clear_error(store: BlobStore) -> None:
     sha = hashlib.sha256(b"never stored").hexdigest()
     with pytest.raises(BlobNotFound) as caught:

@@ -1,6 +1,7 @@
-"""Pretraining in a real ``celery worker`` process: a run of 2 tiny epochs, then a cycle whose
-model starts from its checkpoint; and a worker killed mid-run, whose run resumes from its last
-epoch's checkpoint on redelivery and ends with the weights of a run never interrupted."""
+"""Pretraining in a real ``celery worker`` process: a run of 3 tiny epochs, which leaves only its
+final checkpoint blob, then a cycle whose model starts from it; and a worker killed mid-run,
+whose run resumes from its last epoch's checkpoint on redelivery and ends with the weights of a
+run never interrupted."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.core.blobs import BlobStore, open_blob_store
+from app.core.blobs import BlobStore, LocalBlobStore, open_blob_store
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.main import create_app
@@ -82,18 +83,24 @@ def _blobs(settings: Settings) -> BlobStore:
 
 
 def _pretrain_then_cycle(
-    client: TestClient, h: dict[str, str], pid: int, log: Path
+    client: TestClient, h: dict[str, str], pid: int, log: Path, blobs: LocalBlobStore
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    body = {"epochs": 2, "batch_size": 8, "seed": 3}
+    body = {"epochs": EPOCHS_THEN_CYCLE, "batch_size": 8, "seed": 3}
+    before = set(blobs.digests())
     r = client.post(f"/api/v1/projects/{pid}/pretraining", json=body, headers=h)
     assert r.status_code == 202, r.text
     run = _wait_run(client, h, pid, r.json()["id"], log)
+    # Each epoch wrote a checkpoint; each one the next replaced was deleted.
+    assert set(blobs.digests()) - before == {run["checkpoint_sha256"]}
     r = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
     assert r.status_code == 202, r.text
     return run, wait_cycle(client, h, pid, r.json()["id"], log, timeout=180)
 
 
-def test_pretrain_two_epochs_then_a_cycle_starts_from_it(tmp_path: Path) -> None:
+EPOCHS_THEN_CYCLE = 3
+
+
+def test_pretrain_three_epochs_then_a_cycle_starts_from_it(tmp_path: Path) -> None:
     with fresh_database("sqlite", tmp_path) as db_url:
         settings = settings_for("sqlite", db_url, tmp_path / "data")
         engine = make_engine(db_url)
@@ -103,17 +110,18 @@ def test_pretrain_two_epochs_then_a_cycle_starts_from_it(tmp_path: Path) -> None
         with TestClient(create_app(settings, engine=engine)) as client:
             pid = _project(client, h, n_pool=16, side=16)
             clean_pid = _project(client, h, n_pool=16, side=16, clean=True)
+            blobs = LocalBlobStore(settings.blobs)
             with process(["worker"], worker_env(settings), log):
-                run, cycle = _pretrain_then_cycle(client, h, pid, log)
-                clean_run, clean_cycle = _pretrain_then_cycle(client, h, clean_pid, log)
+                run, cycle = _pretrain_then_cycle(client, h, pid, log, blobs)
+                clean_run, clean_cycle = _pretrain_then_cycle(client, h, clean_pid, log, blobs)
         engine.dispose()
     # The cleaning cycle's model (it trains on every label) and its two fold models (they
     # score held-out items) all started from its project's run.
     assert clean_cycle["pretraining_sha256"] == clean_run["checkpoint_sha256"]
     started = f"cycle {clean_cycle['id']} starts features from pretraining"
     assert log.read_text().count(started) == 3
-    assert (run["epochs_done"], run["epochs"], run["items"], run["attempts"]) == (2, 2, 16, 1)
-    assert len(run["losses"]) == 2
+    assert (run["epochs_done"], run["epochs"], run["items"], run["attempts"]) == (3, 3, 16, 1)
+    assert len(run["losses"]) == 3
     assert run["last_loss"] == run["losses"][-1]
     assert (cycle["pretraining_id"], cycle["pretraining_sha256"]) == (
         run["id"],

@@ -6,7 +6,8 @@ Idempotent by run id. A run ``queued`` is claimed (``running``, attempts + 1); a
 ``worker.recovery`` re-sent it), and it resumes from its last checkpoint, not from scratch:
 the checkpoint is a full ``PretrainState``, so the result is the same weights, bit for bit
 (CPU), as an uninterrupted run. Every epoch's write is a compare-and-set on (``running``,
-epochs done), so a cancelled run, or a duplicate task racing the same run, stops there.
+epochs done), so a cancelled run, or a duplicate task racing the same run, stops there; once
+it has committed, the checkpoint blob it replaced is deleted (a finished run keeps its last).
 
 A k-means run is minutes, so it has no partial checkpoint: a redelivered task refits from the
 start, and with the same seed the fit is the same encoder (the same blob, bit for bit on one
@@ -20,10 +21,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.core.db import unit_of_work, utcnow
 from app.core.enums import PretrainingStatus
+from app.pretraining import repository
 from app.pretraining.models import Pretraining
 from app.projects.models import Project
 from worker.ml.device import resolve_device
@@ -164,15 +166,23 @@ def _fits(spec: ModelSpec, params: dict[str, Any]) -> bool:
 
 
 def _record_epoch(rt: Runtime, run_id: int, state: PretrainState) -> None:
-    """Store the epoch's checkpoint and progress, if the run is still ours to write."""
+    """Store the epoch's checkpoint and progress, if the run is still ours to write, then
+    delete the checkpoint it replaced. The new blob is written before the row names it and the
+    old one deleted only after that commit, so a crash anywhere leaves the row naming a blob
+    that exists (at worst an unnamed blob is left behind)."""
     sha256 = rt.blobs.put(state.to_bytes())
     with unit_of_work(rt.factory) as db:
+        old = db.scalar(select(Pretraining.checkpoint_sha256).where(Pretraining.id == run_id))
         written = db.execute(
             update(Pretraining)
             .where(
                 Pretraining.id == run_id,
                 Pretraining.status == PretrainingStatus.running,
                 Pretraining.epochs_done == state.epochs_done - 1,
+                # What it replaces is the checkpoint read above, whoever wrote it.
+                Pretraining.checkpoint_sha256.is_(None)
+                if old is None
+                else Pretraining.checkpoint_sha256 == old,
             )
             .values(
                 epochs_done=state.epochs_done,
@@ -181,7 +191,22 @@ def _record_epoch(rt: Runtime, run_id: int, state: PretrainState) -> None:
             )
         ).rowcount  # type: ignore[attr-defined]
     if written != 1:
+        _drop_unused(rt, sha256)  # never recorded: no run will resume from it
         raise PretrainingStopped(f"run {run_id} was cancelled or is written by another task")
+    if old is not None and old != sha256:
+        _drop_unused(rt, old)
+
+
+def _drop_unused(rt: Runtime, sha256: str) -> None:
+    """Delete a checkpoint blob that no run or cycle names. Best effort: a blob left over
+    costs disk, a run failed for it would cost the run."""
+    try:
+        with unit_of_work(rt.factory) as db:
+            if repository.checkpoint_in_use(db, sha256):
+                return
+        rt.blobs.delete(sha256)
+    except Exception:
+        log.warning("could not delete checkpoint blob %s", sha256, exc_info=True)
 
 
 def _finish(rt: Runtime, run_id: int, status: PretrainingStatus, error: str | None = None) -> None:
