@@ -155,8 +155,12 @@ def test_strategies_pick_the_top_of_the_reference_scores(name: str, reference: o
     assert probs.shape == (len(world.pool), 3, NUM_CLASSES)
     expected = reference(probs)  # type: ignore[operator]
     sel = strategy.select(world.ctx(seed=0), 10)
-    np.testing.assert_allclose(sel.scores, expected, atol=1e-12)
-    assert sel.indices.tolist() == top_b(expected, 10, 0).indices.tolist()
+    # The strategy predicts in batches and the reference in one pass: float32 kernels may
+    # differ in the last bits by batch size (seen: 4e-8 on one CPU, 0 on another).
+    np.testing.assert_allclose(sel.scores, expected, atol=1e-6)
+    assert sel.indices.tolist() == top_b(sel.scores, 10, 0).indices.tolist()
+    tenth = np.sort(expected)[::-1][9]
+    assert (expected[sel.indices] >= tenth - 1e-6).all()
 
 
 def test_a_single_model_is_refused_with_the_reason() -> None:

@@ -281,6 +281,13 @@ def pool_size(arrays: Mapping[str, np.ndarray]) -> int:
     return sizes.pop()
 
 
+def check_ints(minimum: int = 1, **values: object) -> None:
+    """Each keyword must be a plain int (not a bool) >= ``minimum``; the error names it."""
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"{key} must be an int >= {minimum}, got {value!r}")
+
+
 def check_budget(budget: int) -> None:
     if not isinstance(budget, int | np.integer) or isinstance(budget, bool) or budget < 0:
         raise ValueError(f"budget must be an int >= 0, got {budget!r}")

@@ -23,6 +23,7 @@ from worker.ml.strategies.base import (
     PenultimateFeatures,
     Selection,
     check_budget,
+    check_ints,
     finalise,
     pool_size,
     top_b,
@@ -58,13 +59,9 @@ class DiscriminativeAL(PenultimateFeatures):
         candidates: int | None = None,
     ) -> None:
         super().__init__(candidates=candidates)
-        for key, value in (
-            ("mini_queries", mini_queries),
-            ("unlabelled_ratio", unlabelled_ratio),
-            ("max_epochs", max_epochs),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        check_ints(
+            mini_queries=mini_queries, unlabelled_ratio=unlabelled_ratio, max_epochs=max_epochs
+        )
         self.mini_queries = mini_queries
         self.unlabelled_ratio = unlabelled_ratio
         self.max_epochs = max_epochs

@@ -20,6 +20,7 @@ from worker.ml.strategies.base import (
     Selection,
     Strategy,
     check_budget,
+    check_ints,
     pool_size,
     top_b,
 )
@@ -67,17 +68,14 @@ class Vaal(Strategy):
         candidates: int | None = None,
     ) -> None:
         super().__init__(candidates=candidates)
-        for key, value in (
-            ("latent_dim", latent_dim),
-            ("vae_steps", vae_steps),
-            ("adversary_steps", adversary_steps),
-            ("epochs", epochs),
-            ("width", width),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 2:
-            raise ValueError(f"batch_size must be an int >= 2, got {batch_size!r}")
+        check_ints(
+            latent_dim=latent_dim,
+            vae_steps=vae_steps,
+            adversary_steps=adversary_steps,
+            epochs=epochs,
+            width=width,
+        )
+        check_ints(2, batch_size=batch_size)
         for key, num in (("beta", beta), ("adversary_param", adversary_param), ("lr", lr)):
             if not isinstance(num, int | float) or isinstance(num, bool) or not num >= 0:
                 raise ValueError(f"{key} must be a number >= 0, got {num!r}")
