@@ -3,7 +3,11 @@ a transaction that is rolled back, and accounts with tokens."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +24,30 @@ from app.core.enums import Role
 from app.core.tasks import bind_sender
 from app.main import create_app
 from tests.backends import BACKENDS, fresh_database
+from tests.integration.processes import leftovers
 from tests.services import RecordingSender
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures stopped their servers
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A process a test started must end with it: one that outlived a CI run (a worker that
+    ignored SIGTERM) held the test Redis and ate a core. What is left is killed, named with
+    its log (whose folder names the test), and the run fails."""
+    left = leftovers()
+    if not left:
+        return
+    for pid, _ in left:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    lines = [f"  pid {pid}: app.cli {s.argv} (log {s.log})" for pid, s in left]
+    message = "processes the tests started were still running; killed:\n" + "\n".join(lines)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "leftover processes", red=True)
+        reporter.write_line(message)
+    else:
+        print(message, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -22,19 +22,24 @@ from tests.integration.processes import env_for, wait_for
 
 
 def settings_for(broker: str, db_url: str, data_dir: Path) -> Settings:
-    if broker == "redis":
-        redis.Redis.from_url(REDIS_URL).flushdb()
+    """``broker``: ``redis`` (the shared test Redis, emptied first), a ``redis://`` URL (a
+    private server, used as it is), or anything else for the embedded SQLite broker."""
+    if broker == "redis" or broker.startswith("redis://"):
+        url = REDIS_URL if broker == "redis" else broker
+        if broker == "redis":
+            redis.Redis.from_url(url).flushdb()
         return Settings(
             environment="test",
             data_dir=data_dir,
             database_url=db_url,
-            broker_url=REDIS_URL,
-            result_backend=REDIS_URL,
+            broker_url=url,
+            result_backend=url,
         )
     return Settings(environment="test", data_dir=data_dir, database_url=db_url)
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """A worker process's environment; ``extra`` overrides (``OMP_NUM_THREADS`` included)."""
     return env_for(
         {
             "ANNOLOOP_DATA_DIR": str(settings.data_dir),

@@ -12,7 +12,8 @@ import pytest
 
 from tests.integration.loop import wait_cycle
 from tests.integration.processes import process, wait_for
-from tests.integration.two_projects import cycle_of, in_state, project, setup, start
+from tests.integration.two_projects import cycle_of, in_state, project, start
+from tests.integration.workers import setup
 
 pytestmark = pytest.mark.slow
 LIMIT_S = 15

@@ -12,7 +12,8 @@ import pytest
 
 from tests.integration.loop import wait_cycle
 from tests.integration.processes import process, wait_for
-from tests.integration.two_projects import cycle_of, project, setup, start
+from tests.integration.two_projects import cycle_of, project, start
+from tests.integration.workers import setup
 
 pytestmark = pytest.mark.slow
 SLICE_S = 1

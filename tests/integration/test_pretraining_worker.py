@@ -6,9 +6,6 @@ run never interrupted."""
 from __future__ import annotations
 
 import io
-import os
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ from tests.integration.loop import (
     worker_env,
 )
 from tests.integration.processes import process, wait_for
+from tests.integration.workers import VISIBILITY_S, kill_when, setup, wait_until_redeliverable
 from worker.ml.ssl import encoder_state
 
 pytestmark = pytest.mark.slow
@@ -142,53 +140,37 @@ EPOCHS = 20
 def test_a_worker_killed_mid_run_resumes_bit_identically(tmp_path: Path, backend: str) -> None:
     """Redis + Postgres: the broker redelivers the unacknowledged task after its visibility
     timeout. Embedded SQLite: the restarted worker re-sends the run (``worker/recovery.py``)."""
-    with fresh_database(backend, tmp_path) as db_url:
-        settings = settings_for("redis" if backend == "postgres" else "sqlite", db_url, tmp_path)
-        engine = make_engine(db_url)
-        admin, _ = accounts(engine, settings, annotators=0)
-        h = bearer(admin)
-        env = worker_env(settings, ANNOLOOP_BROKER_VISIBILITY_TIMEOUT="5", OMP_NUM_THREADS="1")
-        with TestClient(create_app(settings, engine=engine)) as client:
-            pid = _project(client, h, n_pool=48, side=28)
-            url = f"/api/v1/projects/{pid}/pretraining"
-            body = {"epochs": EPOCHS, "batch_size": 8, "seed": 1}
-            killed_id = client.post(url, json=body, headers=h).json()["id"]
+    broker = "redis" if backend == "postgres" else "embedded"
+    visibility = str(VISIBILITY_S)
+    with setup(backend, broker, tmp_path, ANNOLOOP_BROKER_VISIBILITY_TIMEOUT=visibility) as w:
+        client, h = w.client, w.h
+        pid = _project(client, h, n_pool=48, side=28)
+        url = f"/api/v1/projects/{pid}/pretraining"
+        body = {"epochs": EPOCHS, "batch_size": 8, "seed": 1}
+        killed_id = client.post(url, json=body, headers=h).json()["id"]
 
-            first_log = tmp_path / "worker-1.log"
-            with process(["worker"], env, first_log) as first:
-                done = _epochs_done_when_killed(client, h, pid, killed_id, first, first_log)
-            assert 1 <= done < EPOCHS
-            second_log = tmp_path / "worker-2.log"
-            with process(["worker"], env, second_log):
-                resumed = _wait_run(client, h, pid, killed_id, second_log)
-                # From the last checkpoint, not from scratch (which would end the same).
-                assert f"pretraining {killed_id} resumes after epoch" in second_log.read_text()
-                # The same run again, never interrupted.
-                whole_id = client.post(url, json=body, headers=h).json()["id"]
-                whole = _wait_run(client, h, pid, whole_id, second_log)
-        engine.dispose()
+        def run() -> dict[str, Any]:
+            return dict(client.get(f"{url}/{killed_id}", headers=h).json())
+
+        # As soon as the run has a checkpoint.
+        seen = kill_when(lambda: run()["epochs_done"] >= 1, w.env, tmp_path / "worker-1.log")
+        after = run()
+        assert after["status"] == "running", after
+        assert 1 <= after["epochs_done"] < EPOCHS
+        wait_until_redeliverable(seen)
+        second_log = tmp_path / "worker-2.log"
+        with process(["worker"], w.env, second_log):
+            resumed = _wait_run(client, h, pid, killed_id, second_log)
+            # From the last checkpoint, not from scratch (which would end the same).
+            assert f"pretraining {killed_id} resumes after epoch" in second_log.read_text()
+            # The same run again, never interrupted.
+            whole_id = client.post(url, json=body, headers=h).json()["id"]
+            whole = _wait_run(client, h, pid, whole_id, second_log)
     assert resumed["attempts"] == 2  # the killed one, then the resumed one
     assert whole["attempts"] == 1
     assert resumed["losses"] == whole["losses"]
-    blobs = _blobs(settings)
+    blobs = _blobs(w.settings)
     a = encoder_state(blobs.get(resumed["checkpoint_sha256"]))
     b = encoder_state(blobs.get(whole["checkpoint_sha256"]))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _epochs_done_when_killed(
-    client: TestClient, h: dict[str, str], pid: int, run_id: int, worker: Any, log: Path
-) -> int:
-    """SIGKILL the whole worker as soon as the run has a checkpoint; the epochs it had."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        run = client.get(f"/api/v1/projects/{pid}/pretraining/{run_id}", headers=h).json()
-        if run["epochs_done"] >= 1:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-            after = client.get(f"/api/v1/projects/{pid}/pretraining/{run_id}", headers=h).json()
-            assert after["status"] == "running", after
-            return int(after["epochs_done"])
-        time.sleep(0.02)
-    raise AssertionError("the run never finished an epoch\n" + log.read_text()[-3000:])

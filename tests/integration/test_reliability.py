@@ -33,7 +33,8 @@ from tests.integration.loop import (
     wait_cycle,
     worker_env,
 )
-from tests.integration.processes import free_port, process, wait_for
+from tests.integration.processes import free_port, process
+from tests.integration.workers import VISIBILITY_S, kill_when, setup, wait_until_redeliverable
 
 pytestmark = pytest.mark.slow
 
@@ -53,55 +54,42 @@ def _project(client: TestClient, h: dict[str, str], **extra: Any) -> int:
 def test_a_worker_killed_while_training_is_redelivered_and_finishes_once(tmp_path: Path) -> None:
     images, labels = load_demo_arrays()
     n_pool, n_seed, batch = 400, 300, 20
-    with fresh_database("postgres", tmp_path) as db_url:
-        settings = settings_for("redis", db_url, tmp_path / "data")
-        engine = make_engine(db_url)
-        admin, _ = accounts(engine, settings, annotators=0)
-        h = bearer(admin)
-        env = worker_env(settings, ANNOLOOP_BROKER_VISIBILITY_TIMEOUT="5")
-        with TestClient(create_app(settings, engine=engine)) as client:
-            # Enough labelled items and epochs that training lasts several seconds.
-            pid = _project(
-                client,
-                h,
-                batch_size=batch,
-                model_spec={
-                    "name": "small_cnn",
-                    "input_shape": [1, 28, 28],
-                    "hparams": {"epochs": 12, "batch_size": 16},
-                },
-            )
-            upload_npz(client, h, pid, images[:n_pool], ["pool"] * n_pool)
-            rows = [
-                {"external_id": f"m{i}", "annotator": "seed", "class_index": int(labels[i])}
-                for i in range(n_seed)
-            ]
-            client.post(f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h)
-            cycle_id = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h).json()[
-                "id"
-            ]
+    visibility = str(VISIBILITY_S)
+    with setup("postgres", "redis", tmp_path, ANNOLOOP_BROKER_VISIBILITY_TIMEOUT=visibility) as w:
+        client, h = w.client, w.h
+        # Enough labelled items and epochs that training lasts several seconds.
+        pid = _project(
+            client,
+            h,
+            batch_size=batch,
+            model_spec={
+                "name": "small_cnn",
+                "input_shape": [1, 28, 28],
+                "hparams": {"epochs": 12, "batch_size": 16},
+            },
+        )
+        upload_npz(client, h, pid, images[:n_pool], ["pool"] * n_pool)
+        rows = [
+            {"external_id": f"m{i}", "annotator": "seed", "class_index": int(labels[i])}
+            for i in range(n_seed)
+        ]
+        client.post(f"/api/v1/projects/{pid}/annotations:import", json=rows, headers=h)
+        cycle_id = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h).json()["id"]
 
-            def state() -> str:
-                return str(
-                    client.get(f"/api/v1/projects/{pid}/cycles/{cycle_id}", headers=h).json()[
-                        "state"
-                    ]
-                )
+        def state() -> str:
+            c = client.get(f"/api/v1/projects/{pid}/cycles/{cycle_id}", headers=h).json()
+            return str(c["state"])
 
-            first_log = tmp_path / "worker-1.log"
-            with process(["worker"], env, first_log) as first:
-                wait_for(lambda: state() == "training" or None, 120, "training to start", first_log)
-                os.killpg(first.pid, signal.SIGKILL)  # the whole worker, mid-task
-                first.wait()
-            assert state() == "training"
-            second_log = tmp_path / "worker-2.log"
-            with process(["worker"], env, second_log):
-                cycle = wait_cycle(client, h, pid, cycle_id, second_log, timeout=300)
-        with make_session_factory(engine)() as db:
+        seen = kill_when(lambda: state() == "training", w.env, tmp_path / "worker-1.log")
+        assert state() == "training"
+        wait_until_redeliverable(seen)
+        second_log = tmp_path / "worker-2.log"
+        with process(["worker"], w.env, second_log):
+            cycle = wait_cycle(client, h, pid, cycle_id, second_log, timeout=300)
+        with w.factory()() as db:
             queued = db.scalars(
                 select(QueueEntry.item_id).where(QueueEntry.cycle_id == cycle_id)
             ).all()
-        engine.dispose()
     assert cycle["state"] == "labeling"
     assert cycle["attempts"] == 2  # the killed run, then the redelivered one
     assert len(queued) == batch

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.core.processes import wait_healthy
-from tests.integration.processes import env_for, free_port, process, wait_for
+from tests.integration.processes import env_for, free_port, process, reap, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,8 @@ def test_up_restarts_a_killed_worker_and_takes_it_down_on_exit(tmp_path: Path) -
     port = free_port()
     log = tmp_path / "up.log"
     env = env_for({"ANNOLOOP_DATA_DIR": str(tmp_path / "data")})
-    with process(["up", "--port", str(port)], env, log) as up:
+    # Not reaped by ``process``: that ``up`` itself takes its worker down is what is checked.
+    with process(["up", "--port", str(port)], env, log, reap_group=False) as up:
         wait_healthy(f"http://127.0.0.1:{port}", up, log, 60)
         first = wait_for(lambda: _workers_of(up.pid) or None, 30, "the worker", log)[0]
         wait_for(lambda: " ready." in log.read_text(errors="replace") or None, 90, "ready", log)
@@ -71,7 +72,10 @@ def test_up_restarts_a_killed_worker_and_takes_it_down_on_exit(tmp_path: Path) -
             log,
         )
         assert "restarting it" in log.read_text()
-    wait_for(lambda: (not _alive(second)) or None, 40, "the worker to stop with up", log)
+    try:
+        wait_for(lambda: (not _alive(second)) or None, 40, "the worker to stop with up", log)
+    finally:
+        reap(up)
 
 
 def test_a_fresh_folder_takes_migrate_and_create_admin(tmp_path: Path) -> None:

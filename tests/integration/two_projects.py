@@ -1,44 +1,13 @@
-"""Projects over feature vectors for the tests where two projects' cycles share one worker."""
+"""Projects over feature vectors for the tests where two projects' cycles share one worker
+(``tests.integration.workers.setup`` gives them the database, the API and the worker's env)."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi.testclient import TestClient
-
-from app.core.db import make_engine
-from app.main import create_app
-from tests.backends import fresh_database
-from tests.integration.loop import accounts, bearer, settings_for, worker_env
-
-
-@dataclass
-class Setup:
-    client: TestClient
-    h: dict[str, str]  # the admin's authorization header
-    env: dict[str, str]  # a worker process's environment
-    log: Path  # where the worker writes
-
-
-@contextmanager
-def setup(db_backend: str, broker: str, tmp_path: Path, **worker_settings: str) -> Iterator[Setup]:
-    """A fresh database, the API in-process, and what a worker needs to join them."""
-    with fresh_database(db_backend, tmp_path) as db_url:
-        settings = settings_for(broker, db_url, tmp_path / "data")
-        engine = make_engine(db_url)
-        admin, _ = accounts(engine, settings, annotators=0)
-        env = worker_env(settings, **worker_settings)
-        try:
-            with TestClient(create_app(settings, engine=engine)) as client:
-                yield Setup(client, bearer(admin), env, tmp_path / "worker.log")
-        finally:
-            engine.dispose()
 
 
 def project(client: TestClient, h: dict[str, str], name: str, epochs: int, labelled: int) -> int:
