@@ -37,6 +37,9 @@ class Cycle(Base):
     pretraining_id: Mapped[int | None] = mapped_column(ForeignKey("pretraining.id"))
     pretraining_sha256: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(default=0)
+    # The Celery id of the run task message that claimed it last: only that message's
+    # redelivery may take over a cycle left training or scoring (``transitions.claim``).
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

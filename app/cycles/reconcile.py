@@ -7,18 +7,21 @@ find what was lost and send it again:
 
 * a project's latest cycle is ``labeling`` and its batch is labelled (no open entry, one
   done at least) → ``advance``;
-* a cycle is ``created`` and nobody claimed it → ``run``, with ``only_created`` so that a
-  copy arriving after the original began cannot take the cycle over and restart it;
-* a pretraining run is ``queued`` and nobody claimed it → its task, ``only_queued`` likewise;
+* a cycle is ``created`` and nobody claimed it → ``run``;
+* a pretraining run is ``queued`` and nobody claimed it → its task;
 * a cleaning project has no running cycle, budget left and ``finetune_every`` labels or more
   since its latest cycle read its inputs → ``refresh``.
 
 A state must last ``grace_s`` (seen at two sweeps that far apart) before its task is sent,
 and a task is sent again at most every ``grace_s``, so a task still queued behind a busy
 worker is rarely doubled. Doubles are harmless: ``advance`` and ``refresh`` lock the project
-row and check the state (``app.cycles.service``), ``run`` with ``only_created`` claims under a
-row lock only a ``created`` cycle (``worker.pipeline.transitions.claim``). That is also why
-several API processes may sweep at once. A send that fails is tried again at the next sweep.
+row and check the state (``app.cycles.service``); ``run`` and the pretraining task claim in
+one compare-and-set a cycle still ``created`` (a run still ``queued``), and take over one
+begun only as the redelivery of the message that claimed it, by its task id
+(``worker.pipeline.transitions.claim``, ``worker.pipeline.pretrain``): a copy that comes
+after the original began (or the original after the copy) does nothing, and a copy whose
+worker died is redelivered and takes its own run over. That is also why several API
+processes may sweep at once. A send that fails is tried again at the next sweep.
 
 It runs in the API process (``app.main``'s lifespan): every setup has one (``annoloop up``,
 compose's ``api``), while workers may be absent, many, or on hosts without the API's
@@ -66,10 +69,10 @@ def lost_tasks(db: Session) -> Iterator[Task]:
     for project_id in db.scalars(labelled):
         yield ADVANCE.message([project_id])
     for cycle_id in db.scalars(select(Cycle.id).where(Cycle.state == CycleState.created)):
-        yield RUN_CYCLE.message([cycle_id, True])
+        yield RUN_CYCLE.message([cycle_id])
     queued = select(Pretraining.id).where(Pretraining.status == PretrainingStatus.queued)
     for run_id in db.scalars(queued):
-        yield PRETRAIN.message([run_id, True])
+        yield PRETRAIN.message([run_id])
     yield from _due_refreshes(db)
 
 

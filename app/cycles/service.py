@@ -118,7 +118,9 @@ def get(db: Session, project: Project, cycle_id: int) -> Cycle:
 def retry(db: Session, cycle: Cycle) -> Cycle:
     """A failed cycle (or one whose task never reached the broker) goes back to the worker.
     Under the project's row lock, as the worker's start of a next cycle: two retries of two
-    failed cycles cannot both find none running."""
+    failed cycles cannot both find none running. Two retries of one cycle send two messages;
+    the one that claims it second finds it begun by the other and does nothing
+    (``worker.pipeline.transitions.claim``)."""
     repository.lock_project(db, cycle.project_id)
     running = repository.active(db, cycle.project_id)
     if running is not None and running.id != cycle.id:

@@ -18,6 +18,14 @@ with no read-modify-write of a row someone else may be changing.
 ``failed`` is not terminal (retry sends it back to ``created``); ``completed`` and
 ``cancelled`` are. A training cycle that pauses for another project's waiting cycle
 (``worker.pipeline.fair_share``) goes back to ``created`` too, and is claimed again later.
+
+The claim (``worker.pipeline.transitions.claim``) records which task message took the cycle
+(``claimed_by``, Celery's task id). Any message claims a ``created`` cycle; the claim that
+re-enters ``training`` from ``training`` or ``scoring`` is allowed only to the redelivery of
+that message (same id: its worker died before the ack) or to an explicit takeover
+(``worker.recovery``). So a retry sent twice, or the sweep's re-send, never trains a cycle
+beside the worker already training it, and a message whose worker died is not left behind by
+its own redelivery.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
 from app.core.enums import CycleState
@@ -39,8 +47,9 @@ S = CycleState
 RUNNING: tuple[CycleState, ...] = (S.created, S.training, S.scoring)
 
 # state -> the states it may move to. A claim re-enters ``training`` from ``training`` or
-# ``scoring`` (a redelivered task takes over a run its first copy left); a retry re-sends a
-# ``created`` cycle whose task never reached the broker.
+# ``scoring`` (the claiming message, redelivered, takes over the run its worker left); a
+# retry re-sends a ``created`` cycle whose task never reached the broker (a second copy, if
+# the first did reach it, finds the cycle claimed by the first and stops).
 TRANSITIONS: Mapping[CycleState, frozenset[CycleState]] = {
     S.created: frozenset({S.created, S.training, S.failed, S.cancelled}),
     S.training: frozenset({S.created, S.training, S.scoring, S.failed, S.cancelled}),
@@ -84,12 +93,14 @@ def transition(
     *,
     expect: CycleState | Iterable[CycleState] | None = None,
     attempt: int | None = None,
+    guard: ColumnElement[bool] | None = None,
     **values: Any,
 ) -> int:
     """Compare-and-set: move the cycle(s) to ``to`` if their state is one of ``expect``
-    (default: every state the table allows to reach ``to``) and, with ``attempt``, the
-    cycle still runs that attempt; also set ``values``. Returns how many rows moved (0: the
-    guard did not hold, someone else changed the state first).
+    (default: every state the table allows to reach ``to``), with ``attempt`` the cycle
+    still runs that attempt, and ``guard`` (a further condition on the row) holds; also set
+    ``values``. Returns how many rows moved (0: the guard did not hold, someone else changed
+    the state first).
 
     Objects of these cycles already loaded in ``db`` are not updated (the guard may have
     failed against a state they do not show): refresh them to read the outcome."""
@@ -102,6 +113,8 @@ def transition(
     query = update(Cycle).where(Cycle.id.in_(ids), Cycle.state.in_(states))
     if attempt is not None:
         query = query.where(Cycle.attempts == attempt)
+    if guard is not None:
+        query = query.where(guard)
     result = db.execute(
         query.values(state=to, **values).execution_options(synchronize_session=False)
     )

@@ -36,6 +36,9 @@ class Pretraining(Base):
     items: Mapped[int | None]  # pool items it trained on
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
+    # The Celery id of the task message that claimed it last: only that message's redelivery
+    # may take over a run left running (``worker.pipeline.pretrain``).
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("annotator.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

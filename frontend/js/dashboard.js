@@ -81,7 +81,7 @@ function buildSkeleton(project) {
   );
   if (engineer) {
     buildActions(project);
-    buildPretrainingCard($("#card-pretraining"), project.id, refresh);
+    buildPretrainingCard($("#card-pretraining"), project, refresh);
   }
 }
 

@@ -2,6 +2,8 @@
 // project's pool, and the runs with their progress (epoch k of n, last loss). The form is built
 // once; only the list is redrawn when the runs change, so typing survives the dashboard's
 // polling. Only the chosen method's fields are shown and sent (the API refuses the others').
+// A project whose model is `pretrained` (a frozen backbone) has no body of its own for SimCLR to
+// train: its form asks which one (the API requires it there and refuses it elsewhere).
 import { ApiError, post } from "./api.js";
 import { h } from "./dom.js";
 
@@ -21,8 +23,16 @@ const METHODS = [
   ["simclr", "SimCLR (trains the model's body)"],
   ["patch_kmeans", "Patch k-means (minutes on a CPU; images)"],
 ];
+// The bodies a SimCLR run can train for a pretrained project (app/pretraining/schemas.py).
+const ARCHITECTURES = [
+  ["", "choose one"],
+  ["small_cnn", "small_cnn (fast)"],
+  ["resnet18", "resnet18"],
+];
 
-export function buildPretrainingCard(el, projectId, onStarted) {
+export function buildPretrainingCard(el, project, onStarted) {
+  const projectId = project.id;
+  const pretrained = project.model_spec?.name === "pretrained";
   const inputs = FIELDS.map(([key, label, value, step, min, method]) =>
     h(
       "label",
@@ -31,6 +41,20 @@ export function buildPretrainingCard(el, projectId, onStarted) {
       h("input", { id: `pretrain-${key}`, name: key, type: "number", value, step, min }),
     ),
   );
+  // Left unchosen, nothing is sent and the API's 422 says why one is needed.
+  const architecture = pretrained
+    ? h(
+        "label",
+        { class: "field", "data-method": "simclr" },
+        "Body to train ",
+        h(
+          "select",
+          { id: "pretrain-architecture", name: "architecture" },
+          ARCHITECTURES.map(([value, text]) => h("option", { value }, text)),
+        ),
+      )
+    : null;
+  if (architecture) inputs.unshift(architecture);
   const chosen = () => form.elements.method.value;
   const show = () => {
     for (const label of inputs) {
@@ -57,6 +81,9 @@ export function buildPretrainingCard(el, projectId, onStarted) {
           const raw = form.elements[key].value.trim();
           if (raw !== "") body[key] = Number(raw);
         }
+        const simclr = body.method === "simclr";
+        const arch = architecture && simclr ? form.elements.architecture.value : "";
+        if (arch !== "") body.architecture = arch;
         try {
           const run = await post(`/projects/${projectId}/pretraining`, body);
           status.textContent = `Pretraining run ${run.id} queued.`;

@@ -183,8 +183,8 @@ def test_a_run_of_another_architecture_does_not_count(
 def test_a_queued_run_whose_task_was_lost_is_sent_again(
     app_client: TestClient, accounts: Accounts, factory: sessionmaker[Session]
 ) -> None:
-    """The API's sweep (``app.cycles.reconcile``) re-sends a run nobody claimed, with
-    ``only_queued`` so a late copy cannot take over a run begun; a running one it leaves to
+    """The API's sweep (``app.cycles.reconcile``) re-sends a run nobody claimed (a late copy
+    cannot take over a run begun: ``worker.pipeline.pretrain``); a running one it leaves to
     the broker's redelivery (or ``worker/recovery.py`` on the embedded broker)."""
     pid = _project(app_client, accounts)
     h = accounts.h("engineer")
@@ -199,7 +199,7 @@ def test_a_queued_run_whose_task_was_lost_is_sent_again(
     sweep = Reconciler(factory, Sender(), grace_s=5, clock=lambda: now[0]).sweep
     assert sweep() == []  # first seen: within the grace period
     now[0] = 6
-    assert sweep() == [("annoloop.pretraining.run", [run["id"], True], "train")]
+    assert sweep() == [("annoloop.pretraining.run", [run["id"]], "train")]
     with factory() as db:
         db.execute(
             update(Pretraining)

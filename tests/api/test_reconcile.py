@@ -69,8 +69,9 @@ def test_lost_advance_and_run_are_sent_again(
         db.commit()
     assert sweep() == []
     now[0] = 30
-    # only_created: a copy arriving after the original began must not restart its run.
-    assert sweep() == [(RUN_CYCLE.name, [second, True], "train")]
+    # A plain message: one arriving after the original began finds the cycle claimed by
+    # another message and does nothing (tests/cycles/test_task_claims.py).
+    assert sweep() == [(RUN_CYCLE.name, [second], "train")]
 
 
 def test_a_lost_refresh_is_sent_again(

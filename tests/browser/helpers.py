@@ -111,10 +111,17 @@ def human_annotations(demo: Demo, project_id: int, annotator_id: int) -> list[di
     return sorted(mine, key=lambda r: r["id"])
 
 
-def create_project_with_items(demo: Demo, name: str, n_items: int, batch_size: int) -> int:
-    """A fresh MNIST project (random strategy) whose first cycle will queue ``batch_size``."""
+def create_project_with_items(
+    demo: Demo,
+    name: str,
+    n_items: int,
+    batch_size: int,
+    model_spec: dict[str, Any] | None = None,
+) -> int:
+    """A fresh MNIST project (random strategy) whose first cycle will queue ``batch_size``;
+    its model a one-epoch small CNN unless ``model_spec`` says otherwise."""
     images, _ = load_demo_arrays()
-    spec = {"name": "small_cnn", "input_shape": [1, 28, 28], "hparams": {"epochs": 1}}
+    spec = model_spec or {"name": "small_cnn", "input_shape": [1, 28, 28], "hparams": {"epochs": 1}}
     with demo.api() as c:
         project = call(
             c,

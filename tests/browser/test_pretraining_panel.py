@@ -1,7 +1,9 @@
 """The dashboard's pretraining card in a real browser: a refused start says which key is wrong,
 a good one queues a SimCLR run on the demo's pool, and its row follows it to done with its
 epoch count and loss, as the API reports them; then the method select switches the form to
-patch k-means (only its fields shown and sent), whose run is one step."""
+patch k-means (only its fields shown and sent), whose run is one step. A project whose model is
+a frozen backbone (``pretrained``) has no body of its own: only its form asks which body SimCLR
+trains, shows the API's 422 when none is chosen, and sends the chosen one."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser.helpers import Demo, call, screenshot
+from tests.browser.helpers import Demo, call, create_project_with_items, screenshot
 from tests.browser.pages import sign_in
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ def test_engineer_starts_pretraining_and_follows_its_progress(
     sign_in(page, demo.base, demo.admin)
     page.goto(f"{demo.base}/dashboard.html?project={pid}")
     page.locator("#card-pretraining #pretraining-runs").wait_for()
+    assert page.locator("#pretrain-architecture").count() == 0  # small_cnn trains its own
 
     page.fill("#pretrain-epochs", "1")
     page.fill("#pretrain-batch_size", "256")
@@ -71,3 +74,26 @@ def test_engineer_starts_pretraining_and_follows_its_progress(
     }
     assert done.first.locator(".pretrain-progress").inner_text() == "step 1 of 1"
     screenshot(page, "dashboard-pretraining")
+
+    frozen = {
+        "name": "pretrained",
+        "input_shape": [1, 28, 28],
+        "hparams": {"backbone": "pretraining"},
+    }
+    other = create_project_with_items(demo, "frozen backbone", 40, 10, model_spec=frozen)
+    page.goto(f"{demo.base}/dashboard.html?project={other}")
+    page.locator("#pretrain-architecture").wait_for()
+    page.fill("#pretrain-epochs", "1")
+    page.locator("#start-pretraining").click()  # no body chosen: the API says why one is needed
+    page.locator("#pretrain-status.error", has_text="no body of its own").wait_for()
+    with demo.api() as c:
+        assert call(c, "GET", f"/projects/{other}/pretraining") == []
+    page.select_option("#pretrain-architecture", "small_cnn")
+    page.locator("#start-pretraining").click()
+    page.locator("#pretrain-status:not(.error)", has_text="queued").wait_for()
+    with demo.api() as c:
+        (run,) = call(c, "GET", f"/projects/{other}/pretraining")
+    assert run["params"]["model"] == {"name": "small_cnn", "input_shape": [1, 28, 28]}
+    assert run["params"]["epochs"] == 1
+    # Done before the next test shares the demo's worker.
+    page.locator('#pretraining-table tr[data-status="done"]').wait_for(timeout=120_000)

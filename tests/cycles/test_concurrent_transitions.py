@@ -136,13 +136,17 @@ def test_cancel_against_the_queue_opening_leaves_no_open_entry(
 def test_two_claims_of_a_created_cycle_run_it_once(committed: sessionmaker[Session]) -> None:
     for n in range(ROUNDS):
         cycle_id, _ = _setup(committed, n, S.created)
-        # As the sweep's re-send claims: only a cycle still ``created``.
-        claim = partial(transitions.claim, committed, cycle_id, states=(S.created,))
-        a, b = _race(claim, claim)
+        # Two messages (the original and the sweep's re-send): the loser finds the cycle
+        # claimed by the other, which it may not take over.
+        a, b = _race(
+            partial(transitions.claim, committed, cycle_id, task_id="a"),
+            partial(transitions.claim, committed, cycle_id, task_id="b"),
+        )
         assert (a is None) != (b is None)
         with committed() as db:
             cycle = db.get_one(Cycle, cycle_id)
         assert (cycle.state, cycle.attempts) == (S.training, 1)
+        assert cycle.claimed_by == ("a" if a is not None else "b")
 
 
 def _retry(factory: sessionmaker[Session], cycle_id: int) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -16,7 +15,6 @@ import torch
 
 from app.core.enums import CycleState
 from app.core.tasks import TaskSender
-from app.cycles.states import RUNNING
 from worker.ml.ceal import options_of
 from worker.ml.data import LoaderPool
 from worker.ml.device import resolve_device
@@ -47,13 +45,17 @@ def run_acquire_cycle(
     rt: Runtime,
     cycle_id: int,
     sender: TaskSender | None = None,
-    states: Sequence[CycleState] = RUNNING,
+    *,
+    task_id: str | None = None,
+    takeover: bool = False,
 ) -> str:
     """Run (or finish) one cycle; returns what happened, for the task's log line.
 
     ``sender`` sends the shard tasks of a sharded cycle (default: the worker's Celery app).
+    ``task_id``, ``takeover``: which message this is, and whether it may take over a begun
+    run (``transitions.claim``).
     """
-    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, states)
+    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, task_id=task_id, takeover=takeover)
     if inputs is None:
         return "nothing to do"
     try:

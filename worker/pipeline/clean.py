@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from app.core.enums import CycleState
-from app.cycles.states import RUNNING
 from app.cycles.strategies import MIXED_QUEUE_STRATEGY
 from worker.ml.cleaning import cleaning_scores
 from worker.ml.data import LoaderPool
@@ -43,8 +41,10 @@ from worker.pipeline.snapshot import CycleInputs, ItemRefs, load_cleaning_state
 log = logging.getLogger(__name__)
 
 
-def run_clean_cycle(rt: Runtime, cycle_id: int, states: Sequence[CycleState] = RUNNING) -> str:
-    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, states)
+def run_clean_cycle(
+    rt: Runtime, cycle_id: int, *, task_id: str | None = None, takeover: bool = False
+) -> str:
+    inputs = transitions.claim(rt.factory, cycle_id, rt.blobs, task_id=task_id, takeover=takeover)
     if inputs is None:
         return "nothing to do"
     try:

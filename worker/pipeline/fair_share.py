@@ -143,8 +143,8 @@ def pause(
 
     def record_pause(cycle: Cycle) -> list[transitions.Task]:
         cycle.metrics = {**(cycle.metrics or {}), PAUSED: record.__dict__}
-        # only_created: like the sweep's copies, it may claim the cycle only while it waits.
-        return [RUN_CYCLE.message([cycle.id, True])]
+        # A new message: it may claim the cycle while it waits, never take a run over.
+        return [RUN_CYCLE.message([cycle.id])]
 
     done = transitions.change_locked(
         factory,
@@ -202,6 +202,4 @@ def defer(cycle_id: int) -> None:
     meanwhile takes the next task from the queue."""
     from worker.celery_app import celery_app
 
-    celery_app.send_task(
-        RUN_CYCLE.name, args=[cycle_id, True], queue=RUN_CYCLE.queue, countdown=DEFER_S
-    )
+    celery_app.send_task(RUN_CYCLE.name, args=[cycle_id], queue=RUN_CYCLE.queue, countdown=DEFER_S)

@@ -1,9 +1,12 @@
 """One pretraining run on the project's pool: SimCLR (a checkpoint and progress every epoch)
 or patch k-means (one step; ``worker/ml/patch_kmeans.py``).
 
-Idempotent by run id. A run ``queued`` is claimed (``running``, attempts + 1); a run already
-``running`` is one whose worker died (the broker gave its unacknowledged message back, or
-``worker.recovery`` re-sent it), and it resumes from its last checkpoint, not from scratch:
+Idempotent by run id. A run ``queued`` is claimed (``running``, attempts + 1, and the task
+message's id in ``claimed_by``) by any message. A run already ``running`` is taken over only
+by the message that claimed it, redelivered because its worker died (Celery keeps the id), or
+by ``worker.recovery``'s explicit takeover; any other copy (the sweep's re-send, a late
+original) leaves it to the worker that runs it. A run taken over resumes from its last
+checkpoint, not from scratch:
 the checkpoint is a full ``PretrainState``, so the result is the same weights, bit for bit
 (CPU), as an uninterrupted run. Every epoch's write is a compare-and-set on (``running``,
 epochs done), so a cancelled run, or a duplicate task racing the same run, stops there; once
@@ -54,10 +57,12 @@ class Claim:
     checkpoint: str | None  # the last epoch's (SimCLR), if any
 
 
-def run_pretraining(rt: Runtime, run_id: int, only_queued: bool = False) -> str:
-    """Run (or resume) pretraining run ``run_id``; returns what happened, for the log line.
-    ``only_queued``: a re-send by the API's sweep, which must not take over a begun run."""
-    claim = _claim(rt, run_id, only_queued)
+def run_pretraining(
+    rt: Runtime, run_id: int, task_id: str | None = None, takeover: bool = False
+) -> str:
+    """Run (or resume) pretraining run ``run_id`` for task message ``task_id``; returns what
+    happened, for the log line. ``takeover``: resume it even if another message claimed it."""
+    claim = _claim(rt, run_id, task_id, takeover)
     if claim is None:
         return "nothing to do"
     try:
@@ -130,12 +135,12 @@ def _patch_kmeans(rt: Runtime, run_id: int, claim: Claim) -> str:
     return f"fitted {encoder.feature_dim // 4} centroids on {len(images)} images"
 
 
-def _claim(rt: Runtime, run_id: int, only_queued: bool) -> Claim | None:
-    """Mark the run running and read what it trains on, in one transaction."""
+def _claim(rt: Runtime, run_id: int, task_id: str | None, takeover: bool) -> Claim | None:
+    """Mark the run running for message ``task_id`` and read what it trains on, in one
+    transaction (under the run's row lock, so two messages cannot both claim it)."""
     with unit_of_work(rt.factory) as db:
         run = db.get(Pretraining, run_id, with_for_update=True)
-        allowed = (PretrainingStatus.queued,) if only_queued else ACTIVE
-        if run is None or run.status not in allowed:
+        if run is None or run.status not in ACTIVE or not _ours(run, task_id, takeover):
             return None
         project = db.get(Project, run.project_id)
         assert project is not None
@@ -147,11 +152,19 @@ def _claim(rt: Runtime, run_id: int, only_queued: bool) -> Claim | None:
             run.error = f"the project's model changed to {spec.body_key()} since the start"
             return None
         run.status = PretrainingStatus.running
+        run.claimed_by = task_id
         run.attempts += 1
         run.started_at = run.started_at or utcnow()
         refs = pool_refs(db, project)
         run.items = len(refs)
         return Claim(spec, refs, params, run.checkpoint_sha256)
+
+
+def _ours(run: Pretraining, task_id: str | None, takeover: bool) -> bool:
+    """A queued run is any message's; a running one its claimer's (``app.core.claims``)."""
+    if run.status is PretrainingStatus.queued or takeover or run.claimed_by is None:
+        return True
+    return run.claimed_by == task_id
 
 
 def _fits(spec: ModelSpec, params: dict[str, Any]) -> bool:

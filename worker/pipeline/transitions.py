@@ -19,6 +19,7 @@ from app.annotations.confidence import decided_lead
 from app.annotations.derived import vote_accuracy
 from app.annotations.models import Annotation
 from app.core.blobs import BlobStore
+from app.core.claims import may_take_over
 from app.core.db import unit_of_work, utcnow
 from app.core.enums import CycleState, LabelSource, LeaseOutcome, QueueState, Split
 from app.core.tasks import TaskSender, bind_sender, send_after_commit
@@ -36,22 +37,33 @@ def claim(
     factory: sessionmaker[Session],
     cycle_id: int,
     blobs: BlobStore | None = None,
-    states: Sequence[CycleState] = RUNNING,
+    *,
+    task_id: str | None = None,
+    takeover: bool = False,
 ) -> CycleInputs | None:
-    """Move the cycle to ``training`` and snapshot its inputs; None if it needs no work.
-    ``blobs``: where CROWDLAB targets find the last cycle's held-out probabilities.
-    ``states``: a redelivered task takes over a cycle left training or scoring; a re-send
-    by the sweep (``app.cycles.reconcile``) only a ``created`` one, so that it never
-    restarts a run that another copy of the task has begun."""
+    """Move the cycle to ``training`` for the task message ``task_id`` (Celery's id, which a
+    redelivered message keeps) and snapshot its inputs; None if it needs no work or is not
+    this message's to run. ``blobs``: where CROWDLAB targets find the last cycle's held-out
+    probabilities.
+
+    Any message claims a ``created`` cycle. One left ``training`` or ``scoring`` is taken
+    over only by the redelivery of the message that claimed it (its worker died before the
+    ack), or with ``takeover`` (``worker.recovery``: at the embedded broker's start no worker
+    holds it). Another copy (a second retry's, the sweep's re-send, a late original) stops:
+    it would train the cycle a second time beside the worker that runs it."""
+    waiting = Cycle.state == CycleState.created
+    guard = None if takeover else may_take_over(waiting, Cycle.claimed_by, task_id)
     with unit_of_work(factory) as db:
         if not transition(
             db,
             cycle_id,
             CycleState.training,
-            expect=states,
+            expect=RUNNING,
+            guard=guard,
             attempts=Cycle.attempts + 1,
             started_at=utcnow(),
             error=None,
+            claimed_by=task_id,
         ):
             return None
         cycle = db.get_one(Cycle, cycle_id)
