@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -113,6 +113,7 @@ class Generator(nn.Module):
         if h % 4 or w % 4:
             raise ValueError(f"the generator needs H, W multiples of 4, got {h}x{w}")
         self.hq, self.wq = h // 4, w // 4
+        self.in_features = z_dim + y_dim
         self.fc = nn.Sequential(
             nn.Linear(z_dim + y_dim, 1024),
             nn.BatchNorm1d(1024),
@@ -159,12 +160,17 @@ def reparameterize(mu: Tensor, log_var: Tensor, gen: torch.Generator) -> Tensor:
     return eps.mul(std).add(mu)
 
 
+GeneratorKind = Literal["vae_acgan", "vae"]
+GENERATOR_KINDS: tuple[GeneratorKind, ...] = ("vae_acgan", "vae")
+
+
 @dataclass(frozen=True)
 class BgadlConfig:
     latent_dim: int = 100  # official z_dim
     epochs: int = 50  # official VAEACGAN.epoch
     batch_size: int = 100  # official
     lr: float = 1.0  # official Adadelta lr
+    generator: GeneratorKind = "vae_acgan"  # official; "vae": the VAE part alone
 
 
 def padded_shape(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -194,7 +200,7 @@ def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.
 class TrainedVAE:
     encoder: Encoder
     generator: Generator
-    losses: tuple[float, float]  # last (E, G) loss
+    losses: tuple[float, ...]  # last (E, G) losses; (E, G, D, C) with the ACGAN
 
 
 def train_vae(
@@ -277,12 +283,15 @@ def reconstruct(
 class Generated:
     """A cycle's generated samples: ``inputs`` (K, *shape) float32 in the data's range,
     ``targets`` (K, C) the source items' targets, ``sources`` (K,) int64 positions of the
-    source items in the labelled set; ``losses`` the generator's last (E, G) losses."""
+    source items in the labelled set (for a sample from noise, the item whose label it was
+    generated with), ``from_noise`` (K,) bool G(z, y) rather than a reconstruction;
+    ``losses`` the generator's last (E, G) or (E, G, D, C) losses."""
 
     inputs: np.ndarray
     targets: np.ndarray
     sources: np.ndarray
-    losses: tuple[float, float]
+    from_noise: np.ndarray
+    losses: tuple[float, ...]
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -295,8 +304,8 @@ def generate(
     seed: int,
     device: torch.device | None = None,
 ) -> Generated:
-    """Train the VAE on the labelled ``x`` (M, C, H, W) with ``targets`` (M, K) and generate
-    one sample per item."""
+    """Train the generator on the labelled ``x`` (M, C, H, W) with ``targets`` (M, K) and
+    generate one reconstruction per item, then (``vae_acgan``) one G(z, y) per item's label."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
     yt = torch.as_tensor(np.asarray(targets, dtype=np.float32))
     lo, hi = min(0.0, float(xt.min())), max(1.0, float(xt.max()))  # [0, 1] data: identity
@@ -305,12 +314,25 @@ def generate(
     _, ph, pw = padded_shape(x01.shape[1:])
     top, left = (ph - h) // 2, (pw - w) // 2
     padded = F.pad(x01, (left, pw - w - left, top, ph - h - top))
-    trained = train_vae(padded, yt, config, seed, device)
-    out = reconstruct(trained, padded, yt, seed, device)[:, :, top : top + h, left : left + w]
+    m, t = len(xt), np.asarray(targets, dtype=np.float32)
+    if config.generator == "vae":
+        trained = train_vae(padded, yt, config, seed, device)
+        out = reconstruct(trained, padded, yt, seed, device)
+        sources, targets_out = np.arange(m, dtype=np.int64), t
+    else:
+        # Imported here: the ACGAN module builds on this one's networks.
+        from worker.ml import bgadl_acgan
+
+        trained = bgadl_acgan.train_vae_acgan(padded, yt, config, seed, device)
+        recon = reconstruct(trained, padded, yt, seed, device)
+        out = torch.cat([recon, bgadl_acgan.sample(trained, yt, seed, device)])
+        sources, targets_out = np.tile(np.arange(m, dtype=np.int64), 2), np.concatenate([t, t])
+    out = out[:, :, top : top + h, left : left + w]
     return Generated(
         inputs=(out * (hi - lo) + lo).numpy().astype(np.float32),
-        targets=np.asarray(targets, dtype=np.float32),
-        sources=np.arange(len(xt), dtype=np.int64),
+        targets=targets_out,
+        sources=sources,
+        from_noise=np.arange(len(sources)) >= m,
         losses=trained.losses,
     )
 
@@ -339,10 +361,12 @@ class Augmenter:
 
 
 def record(generated: Generated, item_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """What a cycle stores: the generated inputs, each with its source item's id and target."""
+    """What a cycle stores: the generated inputs, each with its source item's id, target and
+    whether it came from noise, and the generator's last losses."""
     return {
         "source_item_ids": np.asarray(item_ids, dtype=np.int64)[generated.sources],
         "inputs": generated.inputs,
         "targets": generated.targets,
+        "from_noise": generated.from_noise,
         "losses": np.asarray(generated.losses, dtype=np.float64),
     }
