@@ -1,9 +1,10 @@
 """BGADL through a real ``celery worker`` process (never eager mode), on each configured
 database with its broker: the cycle trains the default VAE-ACGAN and the task model on the
-labelled items, one reconstruction and one sample from noise per item, records the samples as a blob named in ``metrics.generated`` (with their source items'
-ids), and queues only pool items: no generated sample becomes an item, an annotation or a
-queue entry. Two projects with the same data and cycle seed get the same checkpoint, and a
-BALD project (the same network, no generated samples) a different one."""
+labelled items, one reconstruction and one sample from noise per item, records the samples as
+a blob named in ``metrics.generated`` (with their source items' ids), and queues only pool
+items: no generated sample becomes an item, an annotation or a queue entry. Two projects with
+the same data and cycle seed get the same checkpoint, and a BALD project (the same network, no
+generated samples) a different one."""
 
 from __future__ import annotations
 

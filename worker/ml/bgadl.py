@@ -1,43 +1,54 @@
 """BGADL's generative augmentation (Tran, Do, Reid & Carneiro, Bayesian Generative Active Deep
-Learning, ICML 2019), the VAE part of the official VAE-ACGAN (toantm/BGADL, ``demo_mnist.py``).
+Learning, ICML 2019), the official VAE-ACGAN (toantm/BGADL, ``demo_mnist.py``): this module
+holds the encoder E, the generator G and the VAE part's loop; ``bgadl_acgan.py`` the
+discriminator D, the auxiliary classifier C and the whole VAE-ACGAN loop.
 
 BGADL acquires with BALD (``strategies/bgadl.py``) and trains the classifier on the labelled
-items *and* new samples generated from them: each labelled x with label y is encoded,
-``mu, log_var = E(x)``, a latent drawn, ``e = mu + eps * exp(log_var / 2)``, and decoded by the
-label-conditioned generator, ``x' = G(e, y)``; (x', y) joins the training set. The official code
-builds fresh E, G (and D, classifier) per acquisition and trains them on all labelled items
-for 50 epochs of batches of 100 with Adadelta (lr 1, rho 0.9, eps 1e-6, halved every 8
-epochs), each iteration:
+items *and* samples generated from them. The official code builds fresh E, G, D and classifier
+per acquisition and trains them on all labelled items for 50 epochs of batches of 100 with
+Adadelta (lr 1, rho 0.9, eps 1e-6, halved every 8 epochs; the classifier's every 5), each
+iteration (b items x with label vectors y, z ~ N(0, I)):
 
-- E step: ``MSE(G(e, y), x) + latent_loss(mu, log_var)``, ``latent_loss = 0.5 * mean(mu^2 +
-  sigma^2 - log sigma^2 - 1)`` (a mean, unlike VAAL's summed KL);
-- G step: ``0.75 * MSE(G(e', y), x)`` with e' re-encoded after the E step, **plus** in the
-  official code the ACGAN terms ``BCE(D(G(z, y)), 1) + CE(C(G(z, y)), y)``;
-- D and C step (official only): the discriminator on real / G(z, y) / G(e, y), and the
-  classifier C on the same three, each with the batch's labels.
+- E step: ``MSE(G(e, y), x) + latent_loss(mu, log_var)``, ``mu, log_var = E(x)``, ``e = mu +
+  eps * exp(log_var / 2)``, ``latent_loss = 0.5 * mean(mu^2 + sigma^2 - log sigma^2 - 1)`` (a
+  mean, unlike VAAL's summed KL);
+- G step: ``BCE(D(G(z, y)), 1) + CE(C(G(z, y)), y) + 0.75 * MSE(G(e', y), x)``, e' re-encoded
+  after the E step;
+- D and C step: D on real x (target 1), G(z, y) and G(e'', y) (target 0); the classifier on
+  the same three batches, each with the batch's labels.
 
-Left out, and why: the discriminator D, the adversarial and auxiliary-classifier terms of G's
-loss, the samples G(z, y) from pure noise, and the classifier's training *inside* that loop.
-Together they are the ACGAN: on a CPU worker they multiply the generator's cost several times
-(D and C run on three batches per iteration), and training the task model inside the GAN loop
-would replace the project's own training (optimizer, epochs, schedule, class weighting) with
-the official Adadelta loop. Here the VAE part is trained exactly as in the official code (the
-E step and the decoder term of the G step), the reconstructions x' are generated once after
-training, and the task model trains on labelled ∪ generated with the project's configuration,
-as CEAL's second stage does. Generated samples are training data only: they are stored with the
-cycle's record and never become pool items.
+So per epoch the official classifier trains on each labelled item once, one reconstruction
+G(e, y) of it and one G(z, y) with its label, both from the G of that iteration.
 
-Other differences, each stated: the encoder's last convolution (one channel, as official)
-is flattened into ``fc1`` so any image size works (on 28x28 this is the official Linear(1,
-1024)); inputs are zero-padded to multiples of 4 for the generator (28 and 32 need none);
-batches are drawn from a seeded shuffle per epoch (official: the labelled set in a fixed order,
-the remainder past the last full batch never seen); x' is generated in eval mode (running
-BatchNorm statistics) so a sample depends on its item alone; labels may be soft (G is
-conditioned on the target vector, which for hard labels is the official one-hot); inputs
+``generator`` (a strategy parameter) picks the loop. ``"vae_acgan"`` (the default) trains all
+four networks exactly as the official loop does (``bgadl_acgan.train_vae_acgan``), then
+generates per labelled item one reconstruction G(e, y) and one sample G(z, y) from noise with
+its label: the task model trains on labelled ∪ those 2M samples, the official classifier's
+1 : 1 : 1 mix. ``"vae"`` trains the VAE part alone (the E step and the G step's decoder term,
+``train_vae``) and generates the M reconstructions: the behaviour before the ACGAN was added,
+bit-identical, so earlier results reproduce.
+
+Still different from the official code, each stated: the task model is not trained inside the
+loop; the project trains it afterwards with its own configuration (optimizer, epochs,
+schedule, class weighting) on labelled ∪ generated, as CEAL's second stage does. The loop's
+classifier C is the official ``lenet``, fresh per cycle and discarded after (``bgadl_acgan``
+says why); the samples are generated once after training, in eval mode (running BatchNorm
+statistics, so a sample depends on its item and its noise alone; the official classifier sees
+fresh train-mode samples every iteration). Generated samples are training data only: they are
+stored with the cycle's record and never become pool items.
+
+Other differences: the encoder's last convolution (one channel, as official) is flattened into
+``fc1`` so any image size works (on 28x28 this is the official Linear(1, 1024)); inputs are
+zero-padded to multiples of 4 for the networks (28 and 32 need none); D's fc and C's fc1 take
+the padded size (official on 28x28); batches are drawn from a seeded shuffle per epoch
+(official: the labelled set in a fixed order, the remainder past the last full batch never
+seen); labels may be soft (G is conditioned on the target vector, C's cross-entropy takes it
+as the target distribution; for hard labels both are the official one-hot and argmax); inputs
 outside [0, 1] are mapped affinely into it for G's sigmoid and back.
 
 Every random draw comes from the seed: weights (global RNG forked), batches (``default_rng``),
-reparameterisation noise for training and generation (CPU ``torch.Generator``).
+z and the reparameterisation noise for training, and the noise for generation (CPU
+``torch.Generator``s).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Scoring is ``bald``'s exactly (the official ``bald_acquisition``: H(mean p) - me
 MC-dropout passes; it uses log2, a constant factor that leaves the ranking alone).
 ``augmentation(seed)`` gives the cycle's training its ``Augmenter``: the worker and the
 simulator pass it to ``ceal.fit(augment=...)``, which trains on labelled ∪ generated.
+``generator`` picks what generates: ``"vae_acgan"``, the official VAE-ACGAN (one
+reconstruction and one sample from noise per labelled item), or ``"vae"``, its VAE part alone
+(one reconstruction per item, the behaviour before the ACGAN, kept for reproducibility).
 """
 
 from __future__ import annotations
