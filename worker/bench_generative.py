@@ -12,13 +12,18 @@ passes, each costed by a pass measured in the same run on the same images:
   forward+backward per labelled item per epoch. The work ratio W is that count, each term
   weighted by its measured per-item cost over the task model's; the target is 1.5 W (see
   ``SLACK``).
-- BGADL's training (``ceal.fit(augment=...)``: the generator's VAE on the labelled items,
-  one reconstruction each, then the task model on labelled + generated) against the same
-  training without it. Per generator epoch each labelled item goes through two encoder +
-  generator forward+backward passes (the E step and the G step), and each batch costs an
-  Adadelta step of E and one of G (G's ~7M parameters make that step as dear as a batch's
-  passes: measured too), then one forward per item; the task model then trains on 2M items.
-  W = 2 + that work over the task model's passes; the target 1.5 W.
+- BGADL's training (``ceal.fit(augment=...)`` with the default generator, the official
+  VAE-ACGAN: E, G, D and an auxiliary classifier C trained together on the labelled items,
+  then one reconstruction and one G(z, y) per item, then the task model on labelled +
+  generated) against the same training without it. Per generator iteration of b items: two
+  E+G forward+backward passes (the E step; the G step's decoder term, whose E part is only a
+  forward there, counted whole), one G(z)+D+C forward+backward (the G step's adversarial and
+  auxiliary terms), two E+G forwards (the D and C step's G(e, y) and G(z, y), the latter
+  counted with an E it does not run) and three D+C forward+backward passes (real, G(z, y),
+  G(e, y)), each costed per item as measured; plus an Adadelta step of each of E, G, D and C
+  (G's and D's ~7M parameters each make those steps as dear as a batch's passes: measured
+  too). Then two E+G forwards per item (the samples); the task model then trains on 3M
+  items. W = 3 + that work over the task model's passes; the target 1.5 W.
 
 ``--quick`` runs the same code on a few items for an epoch (a few seconds; SMOKE).
 """
@@ -36,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from worker.ml import bgadl as bg
+from worker.ml import bgadl_acgan as bga
 from worker.ml import vaal as va
 from worker.ml.ceal import fit
 from worker.ml.data import TensorPool, one_hot
@@ -182,46 +188,75 @@ def _bgadl_rows(
     ratio_row: Callable[..., Row],
 ) -> list[Row]:
     params = {"epochs": 1, "batch_size": 4, "latent_dim": 8} if cfg.quick else {}
-    strategy = get_strategy("bgadl", **params)
-    gc = bg.BgadlConfig(strategy.latent_dim, strategy.epochs, strategy.batch_size, strategy.lr)  # type: ignore[attr-defined]
-    enc, gen = bg.build(SHAPE, 10, gc, seed=0)
-    enc.train()
-    gen.train()
+    strategy = get_strategy("bgadl", **params)  # the default generator, the VAE-ACGAN
+    gc = bg.BgadlConfig(
+        strategy.latent_dim,  # type: ignore[attr-defined]
+        strategy.epochs,  # type: ignore[attr-defined]
+        strategy.batch_size,  # type: ignore[attr-defined]
+        strategy.lr,  # type: ignore[attr-defined]
+        strategy.generator,  # type: ignore[attr-defined]
+    )
+    nets = bga.build_acgan(SHAPE, 10, gc, seed=0)
+    enc, gen, disc, clf = nets.encoder, nets.generator, nets.discriminator, nets.classifier
+    for net in nets.all():
+        net.train()
     m = len(lab)
     b = min(gc.batch_size, m)
     xb, yb = lab[:b], targets[:b].float()
     noise = torch.Generator().manual_seed(0)
+    z = torch.randn((b, gc.latent_dim), generator=noise)
+    real = torch.ones(b, 1)
 
-    def eg_fb() -> None:  # an E or G step's passes: encode, generate, loss, backward
+    def zero_grads() -> None:
+        for net in nets.all():
+            net.zero_grad(set_to_none=True)
+
+    def eg_fb() -> None:  # an E step's passes, or the G step's decoder term
         mu, log_var = enc(xb)
         out = gen(bg.reparameterize(mu, log_var, noise), yb)
         (F.mse_loss(out, xb) + bg.latent_loss(mu, log_var)).backward()
-        enc.zero_grad(set_to_none=True)
-        gen.zero_grad(set_to_none=True)
+        zero_grads()
+
+    def gdc_fb() -> None:  # the G step's adversarial + auxiliary terms, through D and C
+        g_z = gen(z, yb)
+        (F.binary_cross_entropy(disc(g_z), real) + bga.aux_loss(clf(g_z), yb)).backward()
+        zero_grads()
+
+    def dc_fb() -> None:  # one of the D and C step's three batches
+        (F.binary_cross_entropy(disc(xb), real) + bga.aux_loss(clf(xb), yb)).backward()
+        zero_grads()
 
     def eg_f() -> None:
         with torch.no_grad():
             gen(enc(xb)[0], yb)
 
-    # The generator's fc to 128 x H/4 x W/4 holds most of its ~7M parameters: at a batch of
-    # 100 one Adadelta step over them costs about as much as the batch's passes, so the
-    # floor counts the E and G steps of every iteration too.
-    opt_e = torch.optim.Adadelta(enc.parameters(), lr=gc.lr, rho=bg.RHO, eps=bg.EPS)
-    opt_g = torch.optim.Adadelta(gen.parameters(), lr=gc.lr, rho=bg.RHO, eps=bg.EPS)
+    # G's fc to 128 x H/4 x W/4 and D's fc from it hold most of the ~14M parameters: at a
+    # batch of 100 one Adadelta step over them costs about as much as the batch's passes, so
+    # the floor counts the E, G, D and C steps of every iteration too.
+    opts = [
+        torch.optim.Adadelta(net.parameters(), lr=gc.lr, rho=bg.RHO, eps=bg.EPS)
+        for net in nets.all()
+    ]
 
     def steps() -> None:
-        opt_e.step()
-        opt_g.step()
+        for opt in opts:
+            opt.step()
 
     repeats = 1 if cfg.quick else 3
     fb, fw = _per_item(eg_fb, b, repeats), _per_item(eg_f, b, repeats)
-    for p in [*enc.parameters(), *gen.parameters()]:  # eg_fb leaves none
+    adv, dc = _per_item(gdc_fb, b, repeats), _per_item(dc_fb, b, repeats)
+    for p in [q for net in nets.all() for q in net.parameters()]:  # the passes leave none
         p.grad = torch.zeros_like(p)
     opt = _per_item(steps, 1, repeats)
     config = TrainConfig.from_hparams(spec.hparams)
     iterations = gc.epochs * (m // b)
-    work = iterations * (2 * b * fb + opt) + m * fw
-    w = 2.0 + work / (config.epochs * m * task_fb)
+    # Per iteration: E step and the G step's decoder term (2 E+G fwd+bwd; the second only
+    # forwards E, counted whole), the G step's G(z)+D+C fwd+bwd, the D and C step's G(z) and
+    # G(e) forwards (2 E+G forwards, G(z) counted with E) and D+C fwd+bwd on 3 batches, the
+    # four optimizer steps; then a reconstruction and a G(z) per item (2 E+G forwards).
+    per_iteration = b * (2 * fb + adv + 2 * fw + 3 * dc) + opt
+    work = iterations * per_iteration + 2 * m * fw
+    w = 3.0 + work / (config.epochs * m * task_fb)  # the task model trains on 3M items
     data = TensorDataset(lab, targets)
 
     def with_generator() -> None:
@@ -239,8 +274,9 @@ def _bgadl_rows(
 
     took = _timed(with_generator)
     what = (
-        f"{gc.epochs} generator epochs, batch {gc.batch_size}, z {gc.latent_dim}; small CNN "
-        f"{config.epochs} epochs on {m} labelled ({src})"
+        f"{gc.generator}, {gc.epochs} generator epochs, batch {gc.batch_size}, z "
+        f"{gc.latent_dim}; small CNN {config.epochs} epochs on {m} labelled + {2 * m} "
+        f"generated ({src})"
     )
     return [
         ratio_row(
@@ -252,9 +288,17 @@ def _bgadl_rows(
             cfg,
         ),
         ratio_row(
-            f"BGADL E + G Adadelta steps / the batch's two E+G fwd+bwd [batch {b}]",
+            f"BGADL D+C fwd+bwd / task fwd+bwd, per item [batch {b}]",
+            dc * b,
+            task_fb * b,
+            "task",
+            None,
+            cfg,
+        ),
+        ratio_row(
+            f"BGADL E, G, D, C Adadelta steps / the iteration's passes [batch {b}]",
             opt,
-            2 * b * fb,
+            per_iteration - opt,
             "passes",
             None,
             cfg,

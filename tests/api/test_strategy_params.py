@@ -37,6 +37,8 @@ BAD_ACQUISITION: list[tuple[dict[str, Any], str, str]] = [
     ({"delta": -1.0}, "probcover", "delta"),
     ({"purity": 1.5}, "probcover", "purity"),
     ({"k_nn": 5}, "probcover", "k_nn"),  # typiclust's parameter, not probcover's
+    ({"generator": "gan"}, "bgadl", "generator"),
+    ({"generator": 1}, "bgadl", "generator"),
 ]
 
 

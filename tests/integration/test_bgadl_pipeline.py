@@ -1,9 +1,10 @@
 """BGADL through a real ``celery worker`` process (never eager mode), on each configured
-database with its broker: the cycle trains on the labelled items and one generated sample per
-item, records the samples as a blob named in ``metrics.generated`` (with their source items'
-ids), and queues only pool items: no generated sample becomes an item, an annotation or a
-queue entry. Two projects with the same data and cycle seed get the same checkpoint, and a
-BALD project (the same network, no generated samples) a different one."""
+database with its broker: the cycle trains the default VAE-ACGAN and the task model on the
+labelled items, one reconstruction and one sample from noise per item, records the samples as
+a blob named in ``metrics.generated`` (with their source items' ids), and queues only pool
+items: no generated sample becomes an item, an annotation or a queue entry. Two projects with
+the same data and cycle seed get the same checkpoint, and a BALD project (the same network, no
+generated samples) a different one."""
 
 from __future__ import annotations
 
@@ -158,13 +159,16 @@ def test_bgadl_generates_in_a_real_worker_and_queues_only_pool_items(
     for pid, cid, cycle in zip(pids, cids, cycles, strict=True):
         assert cycle["state"] == "labeling", cycle
         generated = cycle["metrics"]["generated"]
-        # One reconstruction per labelled item, each with its item's class.
-        assert generated["count"] == N_LABELLED
-        assert sum(generated["per_class"]) == N_LABELLED
+        # A reconstruction and a sample from noise per labelled item, each with its class.
+        assert generated["count"] == 2 * N_LABELLED
+        assert generated["from_noise"] == N_LABELLED
+        assert sum(generated["per_class"]) == 2 * N_LABELLED
+        assert set(generated["losses"]) == {"encoder", "generator", "discriminator", "classifier"}
         with np.load(io.BytesIO(blobs.get(generated["sha256"]))) as npz:
             stored = {k: npz[k] for k in npz.files}
-        assert sorted(stored["source_item_ids"].tolist()) == sorted(labelled[pid])
-        assert stored["inputs"].shape == (N_LABELLED, 1, 16, 16)
+        assert sorted(stored["source_item_ids"].tolist()) == sorted([*labelled[pid]] * 2)
+        assert stored["from_noise"].tolist() == [False] * N_LABELLED + [True] * N_LABELLED
+        assert stored["inputs"].shape == (2 * N_LABELLED, 1, 16, 16)
         assert np.isfinite(stored["inputs"]).all()
         # Each sample carries its source item's label.
         want = [int(truth[int(external[i][1:])]) for i in stored["source_item_ids"].tolist()]

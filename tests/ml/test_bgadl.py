@@ -1,12 +1,12 @@
-"""BGADL's generative augmentation (worker/ml/bgadl.py) against an independent transcription
-of the official code (toantm/BGADL at 5d82f50, ``demo_mnist.py``: ``encoder``, ``generator``,
-``reparameterize``, ``latent_loss``, ``VAEACGAN.train``; ``utils.initialize_weights``).
+"""BGADL's generative augmentation (worker/ml/bgadl.py), the VAE part (``generator="vae"``),
+against the independent transcription of the official code in ``tests/ml/bgadl_official.py``.
 
-The transcription keeps the official loop's VAE part as written and removes, marked, what is
-left out by design (the discriminator D, the classifier C, the samples G(z, y) and the ACGAN
-terms): given the same initial weights, batches and noise (``normal_()`` on the global RNG,
-seeded as our generator), training ends with the same weights. Also: BALD's scores are
-``bald``'s, the seed decides everything, and the samples reach training through ``fit``.
+That transcription's ``official_train`` keeps the official loop's VAE part as written and
+removes, marked, the ACGAN (the discriminator D, the classifier C, the samples G(z, y) and the
+ACGAN terms; ``test_bgadl_acgan.py`` checks the whole loop): given the same initial weights,
+batches and noise (``normal_()`` on the global RNG, seeded as our generator), training ends
+with the same weights. Also: BALD's scores are ``bald``'s, the seed decides everything, and the
+samples reach training through ``fit``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-import torch.optim as optim
-from torch.optim import lr_scheduler
 
+from tests.ml.bgadl_official import encoder, generator, latent_loss, official_train, reparameterize
 from worker.ml import bgadl
 from worker.ml.ceal import fit
 from worker.ml.data import ArrayDataset, one_hot
@@ -27,139 +25,6 @@ from worker.ml.spec import ModelSpec
 from worker.ml.strategies import get_strategy
 from worker.ml.strategy_params import ParamsError, check_model_fits
 from worker.ml.training import TrainConfig
-
-# ------------------------------------------------------------- the official code, transcribed
-
-
-def initialize_weights(net):  # type: ignore[no-untyped-def]
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):  # noqa: SIM114 (as written there)
-            m.weight.data.normal_(0, 0.02)
-            m.bias.data.zero_()
-        elif isinstance(m, nn.ConvTranspose2d):  # noqa: SIM114
-            m.weight.data.normal_(0, 0.02)
-            m.bias.data.zero_()
-        elif isinstance(m, nn.Linear):
-            m.weight.data.normal_(0, 0.02)
-            m.bias.data.zero_()
-
-
-class encoder(nn.Module):  # noqa: N801 (as named there)
-    def __init__(self):  # type: ignore[no-untyped-def]
-        super().__init__()
-        self.output_dim = 100
-        self.input_height = 28
-        self.input_width = 28
-        self.input_dim = 1
-        self.conv = nn.Sequential(
-            nn.Conv2d(self.input_dim, 64, 4, stride=2, padding=1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.MaxPool2d(2, stride=2),
-            nn.Conv2d(64, 128, 4, stride=2, padding=1),
-            nn.BatchNorm2d(128),
-            nn.ReLU(),
-            nn.Conv2d(128, 1, 4, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        self.fc1 = nn.Sequential(nn.Linear(1, 1024), nn.ReLU())
-        self.fc21 = nn.Sequential(nn.Linear(1024, self.output_dim), nn.Sigmoid())
-        self.fc22 = nn.Sequential(nn.Linear(1024, self.output_dim), nn.Sigmoid())
-        initialize_weights(self)
-
-    def forward(self, x):  # type: ignore[no-untyped-def]
-        x = self.conv(x)
-        x = self.fc1(x)
-        mu = self.fc21(x)
-        log_var = self.fc22(x)
-        return mu, log_var
-
-
-def reparameterize(mu, log_var):  # type: ignore[no-untyped-def]
-    std = log_var.mul(0.5).exp_()
-    eps = std.data.new(std.size()).normal_()  # (Variable() dropped: PyTorch 0.3)
-    return eps.mul(std).add_(mu)
-
-
-def latent_loss(mu, log_var):  # type: ignore[no-untyped-def]
-    std = log_var.mul(0.5).exp_()
-    mean_sq = mu * mu
-    stddev_sq = std * std
-    return 0.5 * torch.mean(mean_sq + stddev_sq - torch.log(stddev_sq) - 1)
-
-
-class generator(nn.Module):  # noqa: N801
-    def __init__(self):  # type: ignore[no-untyped-def]
-        super().__init__()
-        self.input_height = 28
-        self.input_width = 28
-        self.input_dim = 100 + 10
-        self.output_dim = 1
-        self.fc = nn.Sequential(
-            nn.Linear(self.input_dim, 1024),
-            nn.BatchNorm1d(1024),
-            nn.ReLU(),
-            nn.Linear(1024, 128 * (self.input_height // 4) * (self.input_width // 4)),
-            nn.BatchNorm1d(128 * (self.input_height // 4) * (self.input_width // 4)),
-            nn.ReLU(),
-        )
-        self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(128, 64, 4, 2, 1),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),
-            nn.ConvTranspose2d(64, self.output_dim, 4, 2, 1),
-            nn.Sigmoid(),
-        )
-        initialize_weights(self)
-
-    def forward(self, input, label):  # type: ignore[no-untyped-def]
-        x = torch.cat([input, label], 1)
-        x = self.fc(x)
-        x = x.view(-1, 128, (self.input_height // 4), (self.input_width // 4))
-        x = self.deconv(x)
-        return x
-
-
-def official_train(E, G, data_X, data_Y, epochs, batch_size, order):  # type: ignore[no-untyped-def]  # noqa: N803
-    """``VAEACGAN.train``, the E and G updates; ``order`` (test change): each epoch's item
-    order, the official one being the stored order (identity)."""
-    E_optimizer = optim.Adadelta(E.parameters(), lr=1.0, rho=0.9, eps=1e-6)  # noqa: N806
-    G_optimizer = optim.Adadelta(G.parameters(), lr=1.0, rho=0.9, eps=1e-6)  # noqa: N806
-    E_scheduler = lr_scheduler.StepLR(E_optimizer, step_size=8, gamma=0.5, last_epoch=-1)  # noqa: N806
-    G_scheduler = lr_scheduler.StepLR(G_optimizer, step_size=8, gamma=0.5, last_epoch=-1)  # noqa: N806
-    MSE_loss = nn.MSELoss()  # noqa: N806
-    E.train()
-    for epoch in range(epochs):
-        G.train()
-        E_scheduler.step()  # (official order: the schedulers step first)
-        G_scheduler.step()
-        X, Y = data_X[order[epoch]], data_Y[order[epoch]]  # noqa: N806
-        for iter in range(len(X) // batch_size):
-            x_ = X[iter * batch_size : (iter + 1) * batch_size]
-            y_vec_ = Y[iter * batch_size : (iter + 1) * batch_size]
-            # (z_ = torch.randn(...) removed: it feeds only G(z_, y), left out)
-            E_optimizer.zero_grad()
-            mu, log_var = E(x_)
-            noise = reparameterize(mu, log_var)
-            noise = noise.view(batch_size, 100)
-            output = G(noise, y_vec_)
-            ll = latent_loss(mu, log_var)
-            E_loss = MSE_loss(output, x_)  # noqa: N806
-            E_loss += ll  # noqa: N806
-            E_loss.backward(retain_graph=True)
-            E_optimizer.step()
-            G_optimizer.zero_grad()
-            # (G_ = G(z_, y), D_fake, C_fake and their BCE / CE terms removed)
-            mu, log_var = E(x_)
-            noise = reparameterize(mu, log_var)
-            noise = noise.view(batch_size, 100)
-            G_dec = G(noise, y_vec_)  # noqa: N806
-            G_dec_loss = MSE_loss(G_dec, x_)  # noqa: N806
-            G_loss = 0.75 * G_dec_loss  # noqa: N806
-            G_loss.backward(retain_graph=True)
-            G_optimizer.step()
-            # (the D and C step removed)
-
 
 # ------------------------------------------------------------------------------- the tests
 
@@ -223,7 +88,7 @@ def test_the_latent_loss_and_the_initialisation_are_the_officials() -> None:
 def test_generate_keeps_the_data_range_and_is_seeded() -> None:
     x = np.random.default_rng(0).random((6, 1, 18, 18)).astype(np.float32) * 4 - 2  # [-2, 2]
     t = one_hot(np.array([0, 1, 2, 0, 1, 2]), 3)
-    config = bgadl.BgadlConfig(latent_dim=5, epochs=2, batch_size=3)
+    config = bgadl.BgadlConfig(latent_dim=5, epochs=2, batch_size=3, generator="vae")
     a = bgadl.generate(x, t, config, seed=1)
     b = bgadl.generate(x, t, config, seed=1)
     c = bgadl.generate(x, t, config, seed=2)
@@ -234,6 +99,8 @@ def test_generate_keeps_the_data_range_and_is_seeded() -> None:
     assert not np.array_equal(a.inputs, c.inputs)
     assert np.array_equal(a.targets, t)
     assert a.sources.tolist() == list(range(6))
+    assert not a.from_noise.any()
+    assert len(a.losses) == 2
 
 
 def test_fit_trains_on_labelled_and_generated_items() -> None:
@@ -244,7 +111,7 @@ def test_fit_trains_on_labelled_and_generated_items() -> None:
     )  # fmt: skip
     x = np.random.default_rng(0).random((6, 1, 16, 16)).astype(np.float32)
     labelled = ArrayDataset(x, one_hot(np.array([0, 1, 2, 0, 1, 2]), 3))
-    strategy = get_strategy("bgadl", latent_dim=4, epochs=1, batch_size=3)
+    strategy = get_strategy("bgadl", latent_dim=4, epochs=1, batch_size=3, generator="vae")
     augmenter = augmentation_for(strategy, seed=3)
     assert augmenter is not None
     assert augmentation_for(get_strategy("bald"), 3) is None

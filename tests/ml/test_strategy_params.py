@@ -52,6 +52,7 @@ def test_every_strategy_is_declared_once_with_its_constructors_parameters() -> N
         ("typiclust", {"embedding": "pixels"}, "embedding"),
         ("probcover", {"delta": 0.0}, "delta"),
         ("probcover", {"purity": 0}, "purity"),
+        ("bgadl", {"generator": "acgan"}, "generator"),
     ],
 )
 def test_the_registry_refuses_what_the_api_refuses(

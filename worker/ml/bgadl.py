@@ -1,50 +1,61 @@
 """BGADL's generative augmentation (Tran, Do, Reid & Carneiro, Bayesian Generative Active Deep
-Learning, ICML 2019), the VAE part of the official VAE-ACGAN (toantm/BGADL, ``demo_mnist.py``).
+Learning, ICML 2019), the official VAE-ACGAN (toantm/BGADL, ``demo_mnist.py``): this module
+holds the encoder E, the generator G and the VAE part's loop; ``bgadl_acgan.py`` the
+discriminator D, the auxiliary classifier C and the whole VAE-ACGAN loop.
 
 BGADL acquires with BALD (``strategies/bgadl.py``) and trains the classifier on the labelled
-items *and* new samples generated from them: each labelled x with label y is encoded,
-``mu, log_var = E(x)``, a latent drawn, ``e = mu + eps * exp(log_var / 2)``, and decoded by the
-label-conditioned generator, ``x' = G(e, y)``; (x', y) joins the training set. The official code
-builds fresh E, G (and D, classifier) per acquisition and trains them on all labelled items
-for 50 epochs of batches of 100 with Adadelta (lr 1, rho 0.9, eps 1e-6, halved every 8
-epochs), each iteration:
+items *and* samples generated from them. The official code builds fresh E, G, D and classifier
+per acquisition and trains them on all labelled items for 50 epochs of batches of 100 with
+Adadelta (lr 1, rho 0.9, eps 1e-6, halved every 8 epochs; the classifier's every 5), each
+iteration (b items x with label vectors y, z ~ N(0, I)):
 
-- E step: ``MSE(G(e, y), x) + latent_loss(mu, log_var)``, ``latent_loss = 0.5 * mean(mu^2 +
-  sigma^2 - log sigma^2 - 1)`` (a mean, unlike VAAL's summed KL);
-- G step: ``0.75 * MSE(G(e', y), x)`` with e' re-encoded after the E step, **plus** in the
-  official code the ACGAN terms ``BCE(D(G(z, y)), 1) + CE(C(G(z, y)), y)``;
-- D and C step (official only): the discriminator on real / G(z, y) / G(e, y), and the
-  classifier C on the same three, each with the batch's labels.
+- E step: ``MSE(G(e, y), x) + latent_loss(mu, log_var)``, ``mu, log_var = E(x)``, ``e = mu +
+  eps * exp(log_var / 2)``, ``latent_loss = 0.5 * mean(mu^2 + sigma^2 - log sigma^2 - 1)`` (a
+  mean, unlike VAAL's summed KL);
+- G step: ``BCE(D(G(z, y)), 1) + CE(C(G(z, y)), y) + 0.75 * MSE(G(e', y), x)``, e' re-encoded
+  after the E step;
+- D and C step: D on real x (target 1), G(z, y) and G(e'', y) (target 0); the classifier on
+  the same three batches, each with the batch's labels.
 
-Left out, and why: the discriminator D, the adversarial and auxiliary-classifier terms of G's
-loss, the samples G(z, y) from pure noise, and the classifier's training *inside* that loop.
-Together they are the ACGAN: on a CPU worker they multiply the generator's cost several times
-(D and C run on three batches per iteration), and training the task model inside the GAN loop
-would replace the project's own training (optimizer, epochs, schedule, class weighting) with
-the official Adadelta loop. Here the VAE part is trained exactly as in the official code (the
-E step and the decoder term of the G step), the reconstructions x' are generated once after
-training, and the task model trains on labelled ∪ generated with the project's configuration,
-as CEAL's second stage does. Generated samples are training data only: they are stored with the
-cycle's record and never become pool items.
+So per epoch the official classifier trains on each labelled item once, one reconstruction
+G(e, y) of it and one G(z, y) with its label, both from the G of that iteration.
 
-Other differences, each stated: the encoder's last convolution (one channel, as official)
-is flattened into ``fc1`` so any image size works (on 28x28 this is the official Linear(1,
-1024)); inputs are zero-padded to multiples of 4 for the generator (28 and 32 need none);
-batches are drawn from a seeded shuffle per epoch (official: the labelled set in a fixed order,
-the remainder past the last full batch never seen); x' is generated in eval mode (running
-BatchNorm statistics) so a sample depends on its item alone; labels may be soft (G is
-conditioned on the target vector, which for hard labels is the official one-hot); inputs
+``generator`` (a strategy parameter) picks the loop. ``"vae_acgan"`` (the default) trains all
+four networks exactly as the official loop does (``bgadl_acgan.train_vae_acgan``), then
+generates per labelled item one reconstruction G(e, y) and one sample G(z, y) from noise with
+its label: the task model trains on labelled ∪ those 2M samples, the official classifier's
+1 : 1 : 1 mix. ``"vae"`` trains the VAE part alone (the E step and the G step's decoder term,
+``train_vae``) and generates the M reconstructions: the behaviour before the ACGAN was added,
+bit-identical, so earlier results reproduce.
+
+Still different from the official code, each stated: the task model is not trained inside the
+loop; the project trains it afterwards with its own configuration (optimizer, epochs,
+schedule, class weighting) on labelled ∪ generated, as CEAL's second stage does. The loop's
+classifier C is the official ``lenet``, fresh per cycle and discarded after (``bgadl_acgan``
+says why); the samples are generated once after training, in eval mode (running BatchNorm
+statistics, so a sample depends on its item and its noise alone; the official classifier sees
+fresh train-mode samples every iteration). Generated samples are training data only: they are
+stored with the cycle's record and never become pool items.
+
+Other differences: the encoder's last convolution (one channel, as official) is flattened into
+``fc1`` so any image size works (on 28x28 this is the official Linear(1, 1024)); inputs are
+zero-padded to multiples of 4 for the networks (28 and 32 need none); D's fc and C's fc1 take
+the padded size (official on 28x28); batches are drawn from a seeded shuffle per epoch
+(official: the labelled set in a fixed order, the remainder past the last full batch never
+seen); labels may be soft (G is conditioned on the target vector, C's cross-entropy takes it
+as the target distribution; for hard labels both are the official one-hot and argmax); inputs
 outside [0, 1] are mapped affinely into it for G's sigmoid and back.
 
 Every random draw comes from the seed: weights (global RNG forked), batches (``default_rng``),
-reparameterisation noise for training and generation (CPU ``torch.Generator``).
+z and the reparameterisation noise for training, and the noise for generation (CPU
+``torch.Generator``s).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -113,6 +124,7 @@ class Generator(nn.Module):
         if h % 4 or w % 4:
             raise ValueError(f"the generator needs H, W multiples of 4, got {h}x{w}")
         self.hq, self.wq = h // 4, w // 4
+        self.in_features = z_dim + y_dim
         self.fc = nn.Sequential(
             nn.Linear(z_dim + y_dim, 1024),
             nn.BatchNorm1d(1024),
@@ -159,12 +171,17 @@ def reparameterize(mu: Tensor, log_var: Tensor, gen: torch.Generator) -> Tensor:
     return eps.mul(std).add(mu)
 
 
+GeneratorKind = Literal["vae_acgan", "vae"]
+GENERATOR_KINDS: tuple[GeneratorKind, ...] = ("vae_acgan", "vae")
+
+
 @dataclass(frozen=True)
 class BgadlConfig:
     latent_dim: int = 100  # official z_dim
     epochs: int = 50  # official VAEACGAN.epoch
     batch_size: int = 100  # official
     lr: float = 1.0  # official Adadelta lr
+    generator: GeneratorKind = "vae_acgan"  # official; "vae": the VAE part alone
 
 
 def padded_shape(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -194,7 +211,7 @@ def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.
 class TrainedVAE:
     encoder: Encoder
     generator: Generator
-    losses: tuple[float, float]  # last (E, G) loss
+    losses: tuple[float, ...]  # last (E, G) losses; (E, G, D, C) with the ACGAN
 
 
 def train_vae(
@@ -277,12 +294,15 @@ def reconstruct(
 class Generated:
     """A cycle's generated samples: ``inputs`` (K, *shape) float32 in the data's range,
     ``targets`` (K, C) the source items' targets, ``sources`` (K,) int64 positions of the
-    source items in the labelled set; ``losses`` the generator's last (E, G) losses."""
+    source items in the labelled set (for a sample from noise, the item whose label it was
+    generated with), ``from_noise`` (K,) bool G(z, y) rather than a reconstruction;
+    ``losses`` the generator's last (E, G) or (E, G, D, C) losses."""
 
     inputs: np.ndarray
     targets: np.ndarray
     sources: np.ndarray
-    losses: tuple[float, float]
+    from_noise: np.ndarray
+    losses: tuple[float, ...]
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -295,8 +315,8 @@ def generate(
     seed: int,
     device: torch.device | None = None,
 ) -> Generated:
-    """Train the VAE on the labelled ``x`` (M, C, H, W) with ``targets`` (M, K) and generate
-    one sample per item."""
+    """Train the generator on the labelled ``x`` (M, C, H, W) with ``targets`` (M, K) and
+    generate one reconstruction per item, then (``vae_acgan``) one G(z, y) per item's label."""
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
     yt = torch.as_tensor(np.asarray(targets, dtype=np.float32))
     lo, hi = min(0.0, float(xt.min())), max(1.0, float(xt.max()))  # [0, 1] data: identity
@@ -305,12 +325,25 @@ def generate(
     _, ph, pw = padded_shape(x01.shape[1:])
     top, left = (ph - h) // 2, (pw - w) // 2
     padded = F.pad(x01, (left, pw - w - left, top, ph - h - top))
-    trained = train_vae(padded, yt, config, seed, device)
-    out = reconstruct(trained, padded, yt, seed, device)[:, :, top : top + h, left : left + w]
+    m, t = len(xt), np.asarray(targets, dtype=np.float32)
+    if config.generator == "vae":
+        trained = train_vae(padded, yt, config, seed, device)
+        out = reconstruct(trained, padded, yt, seed, device)
+        sources, targets_out = np.arange(m, dtype=np.int64), t
+    else:
+        # Imported here: the ACGAN module builds on this one's networks.
+        from worker.ml import bgadl_acgan
+
+        trained = bgadl_acgan.train_vae_acgan(padded, yt, config, seed, device)
+        recon = reconstruct(trained, padded, yt, seed, device)
+        out = torch.cat([recon, bgadl_acgan.sample(trained, yt, seed, device)])
+        sources, targets_out = np.tile(np.arange(m, dtype=np.int64), 2), np.concatenate([t, t])
+    out = out[:, :, top : top + h, left : left + w]
     return Generated(
         inputs=(out * (hi - lo) + lo).numpy().astype(np.float32),
-        targets=np.asarray(targets, dtype=np.float32),
-        sources=np.arange(len(xt), dtype=np.int64),
+        targets=targets_out,
+        sources=sources,
+        from_noise=np.arange(len(sources)) >= m,
         losses=trained.losses,
     )
 
@@ -339,10 +372,12 @@ class Augmenter:
 
 
 def record(generated: Generated, item_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """What a cycle stores: the generated inputs, each with its source item's id and target."""
+    """What a cycle stores: the generated inputs, each with its source item's id, target and
+    whether it came from noise, and the generator's last losses."""
     return {
         "source_item_ids": np.asarray(item_ids, dtype=np.int64)[generated.sources],
         "inputs": generated.inputs,
         "targets": generated.targets,
+        "from_noise": generated.from_noise,
         "losses": np.asarray(generated.losses, dtype=np.float64),
     }

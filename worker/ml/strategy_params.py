@@ -197,9 +197,9 @@ class VaalParams(AcquisitionParams):
 
 
 class BgadlParams(BaldParams):
-    """BGADL (``worker/ml/bgadl.py``): BALD's acquisition, and a conditional VAE (the official
-    VAE-ACGAN's encoder and generator) trained on the labelled items each cycle, whose
-    reconstructions join the training set with their items' labels. Defaults: toantm/BGADL."""
+    """BGADL (``worker/ml/bgadl.py``): BALD's acquisition, and the official VAE-ACGAN (or its
+    VAE part alone) trained on the labelled items each cycle, whose samples join the training
+    set with their items' labels. Defaults: toantm/BGADL."""
 
     latent_dim: int = Field(100, ge=1, le=1024, description="Encoder latent dimension.")
     epochs: int = Field(
@@ -211,7 +211,13 @@ class BgadlParams(BaldParams):
         gt=0.0,
         le=10.0,
         allow_inf_nan=False,
-        description="Adadelta lr (halved every 8 epochs).",
+        description="Adadelta lr (halved every 8 epochs; the auxiliary classifier's every 5).",
+    )
+    generator: Literal["vae_acgan", "vae"] = Field(
+        "vae_acgan",
+        description="vae_acgan: the official VAE-ACGAN (encoder, generator, discriminator, "
+        "auxiliary classifier), one reconstruction and one G(z, y) per item; vae: the "
+        "encoder and generator alone, one reconstruction per item.",
     )
 
 

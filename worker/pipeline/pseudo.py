@@ -96,6 +96,9 @@ def train_cycle_network(
     }
 
 
+LOSS_NAMES = ("encoder", "generator", "discriminator", "classifier")  # the last two: ACGAN
+
+
 def record_generated(
     rt: Runtime, inputs: CycleInputs, augmenter: bgadl.Augmenter
 ) -> dict[str, Any] | None:
@@ -112,6 +115,7 @@ def record_generated(
         "per_class": np.bincount(
             generated.targets.argmax(axis=1), minlength=int(inputs.counts.shape[1])
         ).tolist(),
-        "losses": {"encoder": generated.losses[0], "generator": generated.losses[1]},
+        "from_noise": int(generated.from_noise.sum()),
+        "losses": dict(zip(LOSS_NAMES, generated.losses, strict=False)),
         "sha256": rt.blobs.put(buf.getvalue()),
     }
