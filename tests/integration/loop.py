@@ -180,3 +180,16 @@ def label_until(
             return given
         time.sleep(0.2)
     raise AssertionError(f"annotators still had work after {timeout}s ({given} labels given)")
+
+
+def wait_pretraining(
+    client: TestClient, h: dict[str, str], pid: int, run_id: int, log: Path, timeout: float = 180
+) -> dict[str, Any]:
+    """The pretraining run once ``done``; failed or cancelled fails the test at once."""
+
+    def done() -> dict[str, Any] | None:
+        run = client.get(f"/api/v1/projects/{pid}/pretraining/{run_id}", headers=h).json()
+        assert run["status"] not in ("failed", "cancelled"), run
+        return dict(run) if run["status"] == "done" else None
+
+    return dict(wait_for(done, timeout, f"pretraining run {run_id} to finish", log))

@@ -25,9 +25,10 @@ from tests.integration.loop import (
     settings_for,
     upload_npz,
     wait_cycle,
+    wait_pretraining,
     worker_env,
 )
-from tests.integration.processes import process, wait_for
+from tests.integration.processes import process
 from tests.integration.workers import VISIBILITY_S, kill_when, setup, wait_until_redeliverable
 from worker.ml.ssl import encoder_state
 
@@ -65,17 +66,6 @@ def _project(
     return pid
 
 
-def _wait_run(
-    client: TestClient, h: dict[str, str], pid: int, run_id: int, log: Path
-) -> dict[str, Any]:
-    def done() -> dict[str, Any] | None:
-        run = client.get(f"/api/v1/projects/{pid}/pretraining/{run_id}", headers=h).json()
-        assert run["status"] not in ("failed", "cancelled"), run
-        return dict(run) if run["status"] == "done" else None
-
-    return dict(wait_for(done, 180, f"pretraining run {run_id} to finish", log))
-
-
 def _blobs(settings: Settings) -> BlobStore:
     return open_blob_store(settings)
 
@@ -87,7 +77,7 @@ def _pretrain_then_cycle(
     before = set(blobs.digests())
     r = client.post(f"/api/v1/projects/{pid}/pretraining", json=body, headers=h)
     assert r.status_code == 202, r.text
-    run = _wait_run(client, h, pid, r.json()["id"], log)
+    run = wait_pretraining(client, h, pid, r.json()["id"], log)
     # Each epoch wrote a checkpoint; each one the next replaced was deleted.
     assert set(blobs.digests()) - before == {run["checkpoint_sha256"]}
     r = client.post(f"/api/v1/projects/{pid}/cycles", json={}, headers=h)
@@ -160,12 +150,12 @@ def test_a_worker_killed_mid_run_resumes_bit_identically(tmp_path: Path, backend
         wait_until_redeliverable(seen)
         second_log = tmp_path / "worker-2.log"
         with process(["worker"], w.env, second_log):
-            resumed = _wait_run(client, h, pid, killed_id, second_log)
+            resumed = wait_pretraining(client, h, pid, killed_id, second_log)
             # From the last checkpoint, not from scratch (which would end the same).
             assert f"pretraining {killed_id} resumes after epoch" in second_log.read_text()
             # The same run again, never interrupted.
             whole_id = client.post(url, json=body, headers=h).json()["id"]
-            whole = _wait_run(client, h, pid, whole_id, second_log)
+            whole = wait_pretraining(client, h, pid, whole_id, second_log)
     assert resumed["attempts"] == 2  # the killed one, then the resumed one
     assert whole["attempts"] == 1
     assert resumed["losses"] == whole["losses"]

@@ -28,9 +28,10 @@ from tests.integration.loop import (
     settings_for,
     upload_npz,
     wait_cycle,
+    wait_pretraining,
     worker_env,
 )
-from tests.integration.processes import process, wait_for
+from tests.integration.processes import process
 from worker.ml.models import build_model
 from worker.ml.spec import ModelSpec
 from worker.ml.ssl import encoder_state
@@ -65,14 +66,7 @@ def _project(client: TestClient, h: dict[str, str], images: np.ndarray) -> int:
 def _pretrain(client: TestClient, h: dict[str, str], pid: int, log: Path) -> dict[str, Any]:
     r = client.post(f"/api/v1/projects/{pid}/pretraining", json=SIMCLR, headers=h)
     assert r.status_code == 202, r.text
-    url = f"/api/v1/projects/{pid}/pretraining/{r.json()['id']}"
-
-    def done() -> dict[str, Any] | None:
-        run = client.get(url, headers=h).json()
-        assert run["status"] not in ("failed", "cancelled"), run
-        return dict(run) if run["status"] == "done" else None
-
-    return dict(wait_for(done, 180, "the SimCLR run to finish", log))
+    return wait_pretraining(client, h, pid, r.json()["id"], log)
 
 
 def _cached_embeddings(cache_dir: Path, payloads: Sequence[str], run_sha: str) -> np.ndarray:
